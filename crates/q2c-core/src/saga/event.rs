@@ -1,0 +1,69 @@
+//! What can happen to a workflow, as the saga machine sees it.
+
+use serde_json::Value;
+
+use crate::domain::ids::IdempotencyKey;
+
+use super::effect::TimerId;
+
+/// An input to the saga machine. Time is not part of it: the current time is
+/// passed beside every event, so that decisions can be replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A connector answered a command or a compensation.
+    ReplyReceived(Reply),
+    /// A timer the machine scheduled has come due.
+    TimerFired(TimerId),
+    /// Someone asked for the workflow to be stopped and undone.
+    CancelRequested,
+    /// An operator asked a suspended workflow to go on.
+    ResumeRequested(Resume),
+}
+
+/// A connector's answer, already parsed from the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The idempotency key of the command being answered.
+    pub key: IdempotencyKey,
+    /// The attempt being answered, so a late failure of an earlier attempt
+    /// is told apart from the answer to the one in flight.
+    pub attempt: u32,
+    /// The reply's message type, checked against the definition.
+    pub reply_type: String,
+    /// What the connector reports.
+    pub result: ReplyResult,
+}
+
+/// Success with an output, or failure with a reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyResult {
+    /// The command took effect.
+    Succeeded {
+        /// The step's output, checked against the definition before it is kept.
+        output: Value,
+    },
+    /// The command did not take effect.
+    Failed {
+        /// Whether trying again with the same key may succeed.
+        retryable: bool,
+        /// Why, in the connector's words.
+        reason: String,
+    },
+}
+
+/// How an operator wants a suspended workflow to go on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Run the halted step or compensation again, with the same idempotency
+    /// key and a fresh budget of attempts.
+    Retry,
+    /// Run the halted step again with a new input: a new revision, so a new
+    /// idempotency key.
+    RetryWithInput(Value),
+    /// Treat the halted step as done with this output (a new revision), or
+    /// the halted compensation as done by hand.
+    Skip {
+        /// The output later steps will see; checked against the definition.
+        output: Value,
+    },
+}

@@ -1,0 +1,241 @@
+//! What the saga knows beyond its current state: per-step progress, the
+//! outcome, and pending requests. These types are persisted as they are, so
+//! every enum variant carries an explicit, stable name.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How the money flow ended. Set once, when the last action step succeeds
+/// or the last compensation is done; notification steps run after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Every action step succeeded.
+    #[serde(rename = "completed")]
+    Completed,
+    /// A step failed for good and every completed step was undone.
+    #[serde(rename = "compensated")]
+    Compensated,
+    /// A step failed for good before anything needed undoing.
+    #[serde(rename = "failed")]
+    Failed,
+    /// Cancelled on request, and whatever was done was undone.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome's stable name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a workflow stands, for people and queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// A step (notifications included) is in flight or waiting to retry.
+    #[serde(rename = "running")]
+    Running,
+    /// A compensation is in flight or waiting to retry.
+    #[serde(rename = "compensating")]
+    Compensating,
+    /// An operator is needed.
+    #[serde(rename = "suspended")]
+    Suspended,
+    /// Terminal: see [`Outcome::Completed`].
+    #[serde(rename = "completed")]
+    Completed,
+    /// Terminal: see [`Outcome::Compensated`].
+    #[serde(rename = "compensated")]
+    Compensated,
+    /// Terminal: see [`Outcome::Failed`].
+    #[serde(rename = "failed")]
+    Failed,
+    /// Terminal: see [`Outcome::Cancelled`].
+    #[serde(rename = "cancelled")]
+    Cancelled,
+}
+
+impl Status {
+    /// The status's stable name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Suspended => "suspended",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the workflow will never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Compensated | Self::Failed | Self::Cancelled
+        )
+    }
+}
+
+impl From<Outcome> for Status {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Completed => Self::Completed,
+            Outcome::Compensated => Self::Compensated,
+            Outcome::Failed => Self::Failed,
+            Outcome::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Progress of one step, kept for every step of the definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// The step's name in the definition.
+    pub name: String,
+    /// Where the step stands.
+    pub status: StepStatus,
+    /// Input revision: part of the idempotency key. 1 on the first run; an
+    /// operator's changed input or skip starts the next.
+    pub revision: u32,
+    /// Attempts sent in this revision; attempt numbers are never reused.
+    pub attempts: u32,
+    /// `attempts` when the current run began: an operator's retry grants a
+    /// fresh budget without reusing attempt numbers.
+    pub run_started_after: u32,
+    /// An attempt went unanswered, so the step may have taken effect even
+    /// though it is not known to have succeeded: a compensation includes it.
+    pub possibly_done: bool,
+    /// The input of this revision, built when it was first sent (or given by
+    /// an operator), so every retry sends exactly the same payload.
+    pub input: Option<Value>,
+    /// The checked output of a success (or an operator's skip).
+    pub output: Option<Value>,
+    /// The most recent failure, for people.
+    pub last_error: Option<String>,
+    /// How undoing the step is going.
+    pub compensation: CompensationProgress,
+}
+
+impl StepProgress {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: StepStatus::Pending,
+            revision: 1,
+            attempts: 0,
+            run_started_after: 0,
+            possibly_done: false,
+            input: None,
+            output: None,
+            last_error: None,
+            compensation: CompensationProgress::default(),
+        }
+    }
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    /// Not started.
+    #[serde(rename = "pending")]
+    Pending,
+    /// In flight, waiting to retry, or halted for an operator.
+    #[serde(rename = "running")]
+    Running,
+    /// Succeeded; its output is kept.
+    #[serde(rename = "succeeded")]
+    Succeeded,
+    /// Failed for good.
+    #[serde(rename = "failed")]
+    Failed,
+    /// Stopped by a cancel request before it settled.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// Declared done by an operator.
+    #[serde(rename = "skipped")]
+    Skipped,
+}
+
+/// How undoing a step is going.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompensationProgress {
+    /// Where the compensation stands.
+    pub status: CompensationStatus,
+    /// Attempts sent; numbers are never reused.
+    pub attempts: u32,
+    /// `attempts` when the current run began.
+    pub run_started_after: u32,
+    /// The payload, built when first sent.
+    pub input: Option<Value>,
+    /// The most recent failure, for people.
+    pub last_error: Option<String>,
+}
+
+/// Where a step's compensation stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompensationStatus {
+    /// Not started (and perhaps never needed).
+    #[default]
+    #[serde(rename = "not_started")]
+    NotStarted,
+    /// In flight, waiting to retry, or halted for an operator.
+    #[serde(rename = "running")]
+    Running,
+    /// The connector confirmed the undo.
+    #[serde(rename = "compensated")]
+    Compensated,
+    /// Declared undone by an operator.
+    #[serde(rename = "skipped")]
+    Skipped,
+    /// Failed for good; an operator is needed.
+    #[serde(rename = "failed")]
+    Failed,
+}
+
+/// A passed deadline flagged the workflow for attention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    /// The step whose deadline passed.
+    pub step: String,
+    /// When it was flagged.
+    pub since: DateTime<Utc>,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// Why a suspended workflow needs an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuspendReason {
+    /// An action step failed for good under the `suspend` policy.
+    #[serde(rename = "step_failed")]
+    StepFailed,
+    /// A notification step failed for good.
+    #[serde(rename = "notification_failed")]
+    NotificationFailed,
+    /// A deadline with the `suspend` escalation passed.
+    #[serde(rename = "deadline_exceeded")]
+    DeadlineExceeded,
+    /// A compensation failed for good.
+    #[serde(rename = "compensation_failed")]
+    CompensationFailed,
+}
+
+/// Whether a position in the saga is a step or its compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Performing the step.
+    #[serde(rename = "step")]
+    Step,
+    /// Undoing the step.
+    #[serde(rename = "compensation")]
+    Compensation,
+}

@@ -1,0 +1,306 @@
+//! The persisted form of a saga: a versioned record with explicit names.
+//!
+//! The statig state enum is an implementation detail whose variant names
+//! follow function names; what is stored is [`StateRecord`], whose names are
+//! pinned here, so renaming Rust code never changes stored data. Steps are
+//! referred to by name, not position. The definition text and its hash go
+//! with every record, so an instance keeps running the definition it started
+//! with even after the file changes.
+//!
+//! Compatibility rule: a record written by any released version must load.
+//! `tests/fixtures/records/` holds records as earlier versions wrote them.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use statig::prelude::*;
+
+use super::Saga;
+use super::machine::{Machine, State};
+use super::progress::{Attention, Outcome, Phase, StepProgress, SuspendReason};
+use crate::definition::{self, Definition, DefinitionHash};
+use crate::domain::ids::WorkflowId;
+use crate::domain::quote::Quote;
+
+/// The record version this code writes; it reads this one and all earlier.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Everything needed to resume a saga, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecord {
+    /// Format version of this record.
+    pub record_version: u32,
+    /// The workflow.
+    pub workflow_id: WorkflowId,
+    /// The definition the workflow runs, pinned at its start.
+    pub definition: DefinitionRecord,
+    /// The quote being fulfilled.
+    pub quote: Quote,
+    /// Where the machine stands.
+    pub state: StateRecord,
+    /// How the money flow ended, once it has.
+    pub outcome: Option<Outcome>,
+    /// A cancel was requested and is applied or pending.
+    pub cancel_requested: bool,
+    /// A deadline asked to suspend once the command in flight settles.
+    pub suspend_pending: bool,
+    /// Flagged for an operator's attention by a deadline.
+    pub attention: Option<Attention>,
+    /// Progress of each step, in definition order.
+    pub steps: Vec<StepProgress>,
+}
+
+/// The definition a record runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRecord {
+    /// Its name.
+    pub name: String,
+    /// SHA-256 of `source`.
+    pub hash: DefinitionHash,
+    /// The full TOML text.
+    pub source: String,
+}
+
+/// The machine's state under stable names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name")]
+pub enum StateRecord {
+    /// A step's command is in flight.
+    #[serde(rename = "executing")]
+    Executing {
+        /// The step.
+        step: String,
+        /// The attempt in flight.
+        attempt: u32,
+    },
+    /// A backoff timer runs before the next attempt.
+    #[serde(rename = "waiting_to_retry")]
+    WaitingToRetry {
+        /// The step.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Whether the step or its compensation is retried.
+        phase: Phase,
+    },
+    /// A compensation is in flight.
+    #[serde(rename = "compensating")]
+    Compensating {
+        /// The step being undone.
+        step: String,
+        /// The attempt in flight.
+        attempt: u32,
+    },
+    /// Halted for an operator.
+    #[serde(rename = "suspended")]
+    Suspended {
+        /// The halted step.
+        step: String,
+        /// Whether the step or its compensation is halted.
+        phase: Phase,
+        /// Why.
+        reason: SuspendReason,
+    },
+    /// Terminal.
+    #[serde(rename = "completed")]
+    Completed,
+    /// Terminal.
+    #[serde(rename = "compensated")]
+    Compensated,
+    /// Terminal.
+    #[serde(rename = "failed")]
+    Failed,
+    /// Terminal.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+}
+
+/// Why a record cannot be turned back into a saga.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Written by a newer q2c.
+    #[error("record version {found} is newer than this q2c understands (up to {RECORD_VERSION})")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// The definition text does not match its hash: the record was altered.
+    #[error("definition `{name}`: its text hashes to {actual}, not to the recorded {expected}")]
+    HashMismatch {
+        /// The definition's name.
+        name: String,
+        /// The recorded hash.
+        expected: DefinitionHash,
+        /// The hash of the recorded text.
+        actual: DefinitionHash,
+    },
+    /// The pinned definition no longer parses.
+    #[error("the recorded definition is invalid: {0}")]
+    Definition(#[from] definition::Error),
+    /// The step list does not match the definition's steps.
+    #[error("the record's steps ({recorded}) do not match the definition's ({defined})")]
+    StepsMismatch {
+        /// Step names in the record.
+        recorded: String,
+        /// Step names in the definition.
+        defined: String,
+    },
+    /// The state names a step the definition does not have.
+    #[error("the state refers to unknown step `{0}`")]
+    UnknownStep(String),
+}
+
+impl Saga {
+    /// Rebuilds a saga from its record, re-parsing the pinned definition.
+    pub fn restore(record: SagaRecord) -> Result<Self, Error> {
+        if record.record_version > RECORD_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: record.record_version,
+            });
+        }
+        let actual = DefinitionHash::of(&record.definition.source);
+        if actual != record.definition.hash {
+            return Err(Error::HashMismatch {
+                name: record.definition.name,
+                expected: record.definition.hash,
+                actual,
+            });
+        }
+        let origin = format!("definition `{}` ({})", record.definition.name, actual);
+        let definition = Arc::new(Definition::parse(&origin, &record.definition.source)?);
+        let recorded: Vec<&str> = record.steps.iter().map(|step| step.name.as_str()).collect();
+        let defined: Vec<&str> = definition
+            .steps()
+            .iter()
+            .map(|step| step.name.as_str())
+            .collect();
+        if recorded != defined {
+            return Err(Error::StepsMismatch {
+                recorded: recorded.join(", "),
+                defined: defined.join(", "),
+            });
+        }
+        let state = state_from_record(&record.state, &definition)?;
+        let machine = Machine {
+            definition,
+            workflow_id: record.workflow_id,
+            quote: record.quote,
+            steps: record.steps,
+            outcome: record.outcome,
+            cancel_requested: record.cancel_requested,
+            suspend_pending: record.suspend_pending,
+            attention: record.attention,
+        };
+        let mut uninitialized = machine.uninitialized_state_machine();
+        *uninitialized.state_mut() = state;
+        // The machine has no entry actions, so initialising it emits nothing.
+        let mut throwaway = super::machine::Ctx::new(chrono::DateTime::UNIX_EPOCH);
+        let machine = uninitialized.init_with_context(&mut throwaway);
+        Ok(Self { machine })
+    }
+
+    /// The record to store after a transition.
+    pub fn record(&self) -> SagaRecord {
+        let machine = self.machine.inner();
+        SagaRecord {
+            record_version: RECORD_VERSION,
+            workflow_id: machine.workflow_id,
+            definition: DefinitionRecord {
+                name: machine.definition.name().to_owned(),
+                hash: machine.definition.hash().clone(),
+                source: machine.definition.source().to_owned(),
+            },
+            quote: machine.quote.clone(),
+            state: state_to_record(self.machine.state(), &machine.definition),
+            outcome: machine.outcome,
+            cancel_requested: machine.cancel_requested,
+            suspend_pending: machine.suspend_pending,
+            attention: machine.attention.clone(),
+            steps: machine.steps.clone(),
+        }
+    }
+}
+
+fn state_to_record(state: &State, definition: &Definition) -> StateRecord {
+    let name = |step: &usize| {
+        definition
+            .step(*step)
+            .map(|spec| spec.name.clone())
+            .unwrap_or_default()
+    };
+    match state {
+        // `Saga::start` hands the start signal over before returning, and no
+        // transition leads back, so a saga is never observed in this state.
+        State::NotStarted {} => unreachable!("a saga is started before it can be recorded"),
+        State::Executing { step, attempt } => StateRecord::Executing {
+            step: name(step),
+            attempt: *attempt,
+        },
+        State::WaitingToRetry {
+            step,
+            attempt,
+            phase,
+        } => StateRecord::WaitingToRetry {
+            step: name(step),
+            attempt: *attempt,
+            phase: *phase,
+        },
+        State::Compensating { step, attempt } => StateRecord::Compensating {
+            step: name(step),
+            attempt: *attempt,
+        },
+        State::Suspended {
+            step,
+            phase,
+            reason,
+        } => StateRecord::Suspended {
+            step: name(step),
+            phase: *phase,
+            reason: *reason,
+        },
+        State::Completed {} => StateRecord::Completed,
+        State::Compensated {} => StateRecord::Compensated,
+        State::Failed {} => StateRecord::Failed,
+        State::Cancelled {} => StateRecord::Cancelled,
+    }
+}
+
+fn state_from_record(record: &StateRecord, definition: &Definition) -> Result<State, Error> {
+    let index = |step: &String| {
+        definition
+            .step_index(step)
+            .ok_or_else(|| Error::UnknownStep(step.clone()))
+    };
+    Ok(match record {
+        StateRecord::Executing { step, attempt } => State::Executing {
+            step: index(step)?,
+            attempt: *attempt,
+        },
+        StateRecord::WaitingToRetry {
+            step,
+            attempt,
+            phase,
+        } => State::WaitingToRetry {
+            step: index(step)?,
+            attempt: *attempt,
+            phase: *phase,
+        },
+        StateRecord::Compensating { step, attempt } => State::Compensating {
+            step: index(step)?,
+            attempt: *attempt,
+        },
+        StateRecord::Suspended {
+            step,
+            phase,
+            reason,
+        } => State::Suspended {
+            step: index(step)?,
+            phase: *phase,
+            reason: *reason,
+        },
+        StateRecord::Completed => State::Completed {},
+        StateRecord::Compensated => State::Compensated {},
+        StateRecord::Failed => State::Failed {},
+        StateRecord::Cancelled => State::Cancelled {},
+    })
+}
