@@ -1,5 +1,7 @@
 //! Quick end-to-end stories through the quote-to-cash definition.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod support;
 
 use q2c_core::saga::{Outcome, Status};

@@ -1,0 +1,90 @@
+//! The `q2c` binary, run as users run it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn q2c(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_q2c"))
+        .args(args)
+        .env_remove("Q2C_WORKFLOWS_DIR")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("q2c runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_workflows() {
+    let output = q2c(&["check"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains(
+            "workflow `quote-to-cash` (4 steps: create_order → issue_invoice → collect_payment → report_status)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_names_the_file_step_and_problem_of_an_invalid_definition() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/quote-to-cash.toml"),
+    )
+    .expect("shipped definition");
+    let broken = shipped.replacen("max_attempts = 5", "max_attempts = 0", 1);
+    let path = directory.path().join("broken.toml");
+    std::fs::write(&path, broken).expect("write");
+
+    let output = q2c(&[
+        "check",
+        "--workflows",
+        &directory.path().display().to_string(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+    assert!(stderr.contains("step `create_order`"), "{stderr}");
+    assert!(stderr.contains("max_attempts is zero"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_two_files_defining_one_workflow() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/quote-to-cash.toml"),
+    )
+    .expect("shipped definition");
+    std::fs::write(directory.path().join("a.toml"), &shipped).expect("write");
+    std::fs::write(directory.path().join("b.toml"), &shipped).expect("write");
+
+    let output = q2c(&[
+        "check",
+        "--workflows",
+        &directory.path().display().to_string(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("b.toml: workflow `quote-to-cash` is already defined in"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_an_empty_directory() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let output = q2c(&[
+        "check",
+        "--workflows",
+        &directory.path().display().to_string(),
+    ]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("holds no workflow definitions"));
+}
