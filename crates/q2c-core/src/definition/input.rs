@@ -109,7 +109,7 @@ impl InputSpec {
         Self { fields }
     }
 
-    /// Field names and their sources, in declaration order.
+    /// Field names and their sources, sorted by field name.
     pub fn fields(&self) -> &[(String, InputSource)] {
         &self.fields
     }

@@ -222,8 +222,13 @@ impl RetryPolicy {
     /// caller derives deterministically, so that a decision can be replayed.
     pub fn delay(&self, failures: u32, unit: f64) -> Duration {
         let base = self.base_delay(failures);
-        let shave = (self.jitter * unit.clamp(0.0, 1.0)).clamp(0.0, 1.0);
-        base.mul_f64(1.0 - shave)
+        let unit = if unit.is_nan() {
+            0.0
+        } else {
+            unit.clamp(0.0, 1.0)
+        };
+        let shave = (self.jitter * unit).clamp(0.0, 1.0);
+        base.saturating_sub(base.mul_f64(shave))
     }
 }
 
@@ -234,7 +239,7 @@ pub struct OutputSpec {
 }
 
 impl OutputSpec {
-    /// Declared fields in order.
+    /// Declared fields, sorted by name.
     pub fn fields(&self) -> &[(String, ValueType)] {
         &self.fields
     }

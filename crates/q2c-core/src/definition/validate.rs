@@ -28,7 +28,7 @@ pub(super) fn validate(raw: RawDefinition) -> Result<Validated, Vec<Problem>> {
     if !is_identifier(&raw.name, true) {
         problems.general(format!(
             "workflow name `{}` must start with a lowercase letter and contain only \
-             lowercase letters, digits, `_` and `-`",
+             lowercase letters, digits, `_` and `-` (at most 64 characters)",
             raw.name
         ));
     }
@@ -51,7 +51,13 @@ pub(super) fn validate(raw: RawDefinition) -> Result<Validated, Vec<Problem>> {
     if problems.is_empty() {
         Ok((raw.name, raw.description, steps))
     } else {
-        Err(problems.into_inner())
+        let mut list = problems.into_inner();
+        // Stable: general problems first, then each step's in definition order.
+        list.sort_by_key(|problem| {
+            let step = problem.step.as_deref()?;
+            Some(raw.steps.iter().position(|raw| raw.name == step))
+        });
+        Err(list)
     }
 }
 
@@ -60,6 +66,8 @@ struct Outline<'a> {
     index_by_name: BTreeMap<&'a str, usize>,
     kinds: Vec<StepKind>,
     outputs: Vec<OutputSpec>,
+    /// Output field names as written, whatever their type's validity.
+    declared: Vec<std::collections::BTreeSet<&'a str>>,
 }
 
 fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
@@ -72,12 +80,14 @@ fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
         if !is_identifier(&step.name, false) {
             scope.add(
                 "step names must start with a lowercase letter and contain only lowercase \
-                 letters, digits and `_`"
+                 letters, digits and `_` (at most 64 characters)"
                     .to_owned(),
             );
         }
-        if index_by_name.insert(step.name.as_str(), index).is_some() {
+        if index_by_name.contains_key(step.name.as_str()) {
             scope.add("duplicate step name".to_owned());
+        } else {
+            index_by_name.insert(step.name.as_str(), index);
         }
         let kind = match step.kind {
             RawKind::Action => StepKind::Action,
@@ -98,6 +108,10 @@ fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
         index_by_name,
         kinds,
         outputs,
+        declared: steps
+            .iter()
+            .map(|step| step.output.keys().map(String::as_str).collect())
+            .collect(),
     }
 }
 
@@ -234,7 +248,13 @@ fn command_spec(
             format!("{command_type}.failed"),
         ),
     };
-    for (which, reply) in [("success", &success_reply), ("failure", &failure_reply)] {
+    // Defaulted replies of an invalid command add nothing the author can fix.
+    let replies_to_check = if replies.is_some() || valid {
+        vec![("success", &success_reply), ("failure", &failure_reply)]
+    } else {
+        Vec::new()
+    };
+    for (which, reply) in replies_to_check {
         if !is_message_type(reply) {
             problems.add(format!(
                 "{prefix}replies.{which} `{reply}` is not a message type like \
@@ -389,7 +409,9 @@ fn resolve(
             };
             let target_kind = outline.kinds[target];
             match scope {
-                InputScope::Action { step: own } if target >= own => {
+                InputScope::Action { step: own } | InputScope::Notification { step: own }
+                    if target >= own =>
+                {
                     return Err(format!(
                         "refers to the output of `{step}`, which runs {}",
                         if target == own {
@@ -399,9 +421,7 @@ fn resolve(
                         }
                     ));
                 }
-                InputScope::Notification { step: own } | InputScope::Compensation { step: own }
-                    if target > own =>
-                {
+                InputScope::Compensation { step: own } if target > own => {
                     return Err(format!(
                         "refers to the output of `{step}`, which runs later"
                     ));
@@ -419,7 +439,7 @@ fn resolve(
                 }
                 _ => {}
             }
-            if !outline.outputs[target].declares(&field) {
+            if !outline.declared[target].contains(field.as_str()) {
                 return Err(format!("step `{step}` declares no output field `{field}`"));
             }
             Ok(InputSource::StepOutput {

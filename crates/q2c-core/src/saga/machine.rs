@@ -421,34 +421,22 @@ impl Machine {
     }
 
     #[state(superstate = "finished")]
-    fn completed(event: &Signal) -> Outcome<State> {
-        let _ = event;
+    fn completed() -> Outcome<State> {
         Super
     }
 
     #[state(superstate = "finished")]
-    fn compensated(event: &Signal) -> Outcome<State> {
-        let _ = event;
+    fn compensated() -> Outcome<State> {
         Super
     }
 
-    #[state(superstate = "failed_or_cancelled")]
-    fn failed(event: &Signal) -> Outcome<State> {
-        let _ = event;
+    #[state(superstate = "finished")]
+    fn failed() -> Outcome<State> {
         Super
     }
 
-    #[state(superstate = "failed_or_cancelled")]
-    fn cancelled(event: &Signal) -> Outcome<State> {
-        let _ = event;
-        Super
-    }
-
-    /// Groups the terminal states without compensations done (a layer only
-    /// so that `finished` stays the one place terminal behaviour lives).
-    #[superstate(superstate = "finished")]
-    fn failed_or_cancelled(event: &Signal) -> Outcome<State> {
-        let _ = event;
+    #[state(superstate = "finished")]
+    fn cancelled() -> Outcome<State> {
         Super
     }
 
@@ -786,7 +774,7 @@ impl Machine {
             return self.compensate(context);
         }
         if self.suspend_pending {
-            return self.suspend(context, step, Phase::Step, SuspendReason::DeadlineExceeded);
+            return self.suspend(step, Phase::Step, SuspendReason::DeadlineExceeded);
         }
         let attempt = self.steps[step].attempts;
         let delay = retry.delay(used, self.jitter_unit(step, Phase::Step, attempt));
@@ -799,16 +787,13 @@ impl Machine {
         self.steps[step].status = StepStatus::Failed;
         let spec = self.spec(step);
         match (spec.kind, spec.on_failure) {
-            (StepKind::Notification, _) => self.suspend(
-                context,
-                step,
-                Phase::Step,
-                SuspendReason::NotificationFailed,
-            ),
+            (StepKind::Notification, _) => {
+                self.suspend(step, Phase::Step, SuspendReason::NotificationFailed)
+            }
             (StepKind::Action, _) if self.cancel_requested => self.compensate(context),
             (StepKind::Action, FailurePolicy::Compensate) => self.compensate(context),
             (StepKind::Action, FailurePolicy::Suspend) => {
-                self.suspend(context, step, Phase::Step, SuspendReason::StepFailed)
+                self.suspend(step, Phase::Step, SuspendReason::StepFailed)
             }
         }
     }
@@ -862,12 +847,7 @@ impl Machine {
             }
             (Escalation::Suspend, Some(attempt)) => {
                 context.cancel(self.timer(TimerKind::StepBackoff, step, attempt));
-                Transition(self.suspend(
-                    context,
-                    step,
-                    Phase::Step,
-                    SuspendReason::DeadlineExceeded,
-                ))
+                Transition(self.suspend(step, Phase::Step, SuspendReason::DeadlineExceeded))
             }
         }
     }
@@ -889,15 +869,9 @@ impl Machine {
         Handled
     }
 
-    fn suspend(
-        &mut self,
-        context: &mut Ctx,
-        step: usize,
-        phase: Phase,
-        reason: SuspendReason,
-    ) -> State {
+    /// Halts for an operator. The state change itself is the history entry.
+    fn suspend(&mut self, step: usize, phase: Phase, reason: SuspendReason) -> State {
         self.suspend_pending = false;
-        let _ = context;
         State::suspended(step, phase, reason)
     }
 
@@ -1011,7 +985,6 @@ impl Machine {
                     compensation.status = CompensationStatus::Failed;
                     compensation.last_error = Some(message);
                     return self.suspend(
-                        context,
                         step,
                         Phase::Compensation,
                         SuspendReason::CompensationFailed,
@@ -1030,12 +1003,7 @@ impl Machine {
         let undoes = self.step_key(step);
         let Some(spec) = self.compensation_spec(step) else {
             // Only steps with a compensation are ever compensated.
-            return self.suspend(
-                context,
-                step,
-                Phase::Compensation,
-                SuspendReason::CompensationFailed,
-            );
+            return self.suspend(step, Phase::Compensation, SuspendReason::CompensationFailed);
         };
         let command = Command {
             command_id: CommandId::for_attempt(&key, attempt),
@@ -1154,7 +1122,6 @@ impl Machine {
                 } else {
                     self.steps[step].compensation.status = CompensationStatus::Failed;
                     Transition(self.suspend(
-                        context,
                         step,
                         Phase::Compensation,
                         SuspendReason::CompensationFailed,
@@ -1169,24 +1136,14 @@ impl Machine {
         let used = compensation.attempts - compensation.run_started_after;
         let attempt = compensation.attempts;
         let Some(retry) = self.compensation_spec(step).map(|spec| spec.retry) else {
-            return self.suspend(
-                context,
-                step,
-                Phase::Compensation,
-                SuspendReason::CompensationFailed,
-            );
+            return self.suspend(step, Phase::Compensation, SuspendReason::CompensationFailed);
         };
         if used >= retry.max_attempts {
             let compensation = &mut self.steps[step].compensation;
             compensation.status = CompensationStatus::Failed;
             let last = compensation.last_error.take().unwrap_or_default();
             compensation.last_error = Some(format!("gave up after {used} attempts: {last}"));
-            return self.suspend(
-                context,
-                step,
-                Phase::Compensation,
-                SuspendReason::CompensationFailed,
-            );
+            return self.suspend(step, Phase::Compensation, SuspendReason::CompensationFailed);
         }
         let delay = retry.delay(used, self.jitter_unit(step, Phase::Compensation, attempt));
         context.schedule(
