@@ -87,7 +87,7 @@ fn definition_text(shape: &[StepShape]) -> String {
         }
         if let Some(suspend) = step.deadline {
             text.push_str(&format!(
-                "deadline = {{ after = \"25s\", escalation = \"{}\" }}\n",
+                "deadline = {{ after = \"12s\", escalation = \"{}\" }}\n",
                 if suspend { "suspend" } else { "flag" }
             ));
         }
@@ -122,6 +122,7 @@ enum Op {
     FireStaleTimer {
         pick: usize,
     },
+    RefireLastTimer,
     Cancel,
     Resume {
         pick: u8,
@@ -138,6 +139,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::WrongReplyType),
         4 => Just(Op::FireTimer),
         2 => any::<usize>().prop_map(|pick| Op::FireStaleTimer { pick }),
+        2 => Just(Op::RefireLastTimer),
         1 => Just(Op::Cancel),
         2 => any::<u8>().prop_map(|pick| Op::Resume { pick }),
     ]
@@ -152,6 +154,8 @@ struct World {
     sent: Vec<Command>,
     live_timers: Vec<(TimerId, DateTime<Utc>)>,
     dead_timers: Vec<TimerId>,
+    /// Timers delivered once already, in delivery order.
+    fired_timers: Vec<TimerId>,
     applied_replies: Vec<Event>,
     /// Steps (index, revision) a success reply was applied for.
     succeeded: BTreeSet<(usize, u32)>,
@@ -170,6 +174,7 @@ impl World {
             sent: Vec::new(),
             live_timers: Vec::new(),
             dead_timers: Vec::new(),
+            fired_timers: Vec::new(),
             applied_replies: Vec::new(),
             succeeded: BTreeSet::new(),
             timed_out: BTreeSet::new(),
@@ -258,6 +263,7 @@ impl World {
                 let (timer, due_at) = self.live_timers.remove(index);
                 self.now = self.now.max(due_at);
                 self.dead_timers.push(timer.clone());
+                self.fired_timers.push(timer.clone());
                 Some((Event::TimerFired(timer), false))
             }
             Op::FireStaleTimer { pick } => {
@@ -265,6 +271,10 @@ impl World {
                     .dead_timers
                     .get(pick % self.dead_timers.len().max(1))?
                     .clone();
+                Some((Event::TimerFired(timer), true))
+            }
+            Op::RefireLastTimer => {
+                let timer = self.fired_timers.last()?.clone();
                 Some((Event::TimerFired(timer), true))
             }
             Op::Cancel => Some((Event::CancelRequested, false)),

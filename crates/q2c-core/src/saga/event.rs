@@ -52,6 +52,11 @@ pub enum ReplyResult {
 }
 
 /// How an operator wants a suspended workflow to go on.
+///
+/// A new revision tells q2c that earlier revisions of the step left nothing
+/// it must undo: the operator has checked (an attempt that timed out may
+/// have taken effect). A skipped step is the operator's from then on and is
+/// never compensated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
     /// Run the halted step or compensation again, with the same idempotency

@@ -658,6 +658,15 @@ impl Machine {
                         reply.reply_type
                     ));
                 }
+                let checked = self.spec(step).output.check(output);
+                if let (Wait::Halted, Err(problem)) = (wait, &checked) {
+                    // Only a usable answer can move a halted step on; an
+                    // unusable one (perhaps the very reply that halted it)
+                    // changes nothing.
+                    return context.ignore(format!(
+                        "the step is halted and this success's output is unusable: {problem}"
+                    ));
+                }
                 context.history(
                     HistoryKind::ReplyReceived,
                     Some(self.name(step)),
@@ -666,7 +675,6 @@ impl Machine {
                 );
                 self.stop_waiting(context, step, wait, Phase::Step);
                 self.end_run(context, step);
-                let checked = self.spec(step).output.check(output);
                 let progress = &mut self.steps[step];
                 match checked {
                     Ok(()) => {
@@ -747,8 +755,10 @@ impl Machine {
         context.cancel(self.timer(kind, step, attempt));
     }
 
-    /// The step's run is over: its deadline no longer matters.
+    /// The step's run is over: its deadline and any escalation it asked for
+    /// no longer matter.
     fn end_run(&mut self, context: &mut Ctx, step: usize) {
+        self.suspend_pending = false;
         if let Some(timer) = self.deadline_timer(step) {
             context.cancel(timer);
         }
@@ -821,9 +831,17 @@ impl Machine {
         step: usize,
         waiting: Option<u32>,
     ) -> Outcome<State> {
-        let Some(deadline) = self.spec(step).deadline else {
+        let (Some(deadline), Some(timer)) = (self.spec(step).deadline, self.deadline_timer(step))
+        else {
             return context.ignore("the step has no deadline");
         };
+        if self
+            .attention
+            .as_ref()
+            .is_some_and(|attention| attention.deadline == timer)
+        {
+            return context.ignore(format!("deadline {timer} was already handled"));
+        }
         let detail = format!(
             "deadline of {} passed",
             humantime::format_duration(deadline.after)
@@ -838,6 +856,7 @@ impl Machine {
             step: self.name(step).to_owned(),
             since: context.now,
             reason: detail,
+            deadline: timer,
         });
         match (deadline.escalation, waiting) {
             (Escalation::Flag, _) => Handled,

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::effect::TimerId;
+
 /// How the money flow ended. Set once, when the last action step succeeds
 /// or the last compensation is done; notification steps run after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,6 +212,9 @@ pub struct Attention {
     pub since: DateTime<Utc>,
     /// Why, for people.
     pub reason: String,
+    /// The deadline timer that raised the flag, so a second delivery of it
+    /// changes nothing.
+    pub deadline: TimerId,
 }
 
 /// Why a suspended workflow needs an operator.

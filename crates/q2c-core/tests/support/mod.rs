@@ -180,3 +180,202 @@ pub fn failure(command: &Command, retryable: bool) -> Event {
         },
     })
 }
+
+// ---- Helpers for the transition tests (appended; nothing above changed) ----
+
+/// The idempotency key of `step`'s command in `revision` of workflow 1.
+pub fn step_key(step: &str, revision: u32) -> q2c_core::domain::ids::IdempotencyKey {
+    q2c_core::domain::ids::IdempotencyKey::for_command(workflow_id(1), step, revision)
+}
+
+/// The idempotency key of `step`'s compensation in `revision` of workflow 1.
+pub fn compensation_key(step: &str, revision: u32) -> q2c_core::domain::ids::IdempotencyKey {
+    q2c_core::domain::ids::IdempotencyKey::for_compensation(workflow_id(1), step, revision)
+}
+
+/// A timer of workflow 1's `step`.
+pub fn timer_id(kind: TimerKind, step: &str, revision: u32, attempt: u32) -> TimerId {
+    TimerId {
+        kind,
+        step: step.to_owned(),
+        revision,
+        attempt,
+    }
+}
+
+/// A reply with every field chosen by the test.
+pub fn reply(
+    key: q2c_core::domain::ids::IdempotencyKey,
+    attempt: u32,
+    reply_type: &str,
+    result: ReplyResult,
+) -> Event {
+    Event::ReplyReceived(Reply {
+        key,
+        attempt,
+        reply_type: reply_type.to_owned(),
+        result,
+    })
+}
+
+/// A failure reply to `command`, but naming another attempt.
+pub fn failure_of_attempt(command: &Command, attempt: u32, retryable: bool) -> Event {
+    match failure(command, retryable) {
+        Event::ReplyReceived(mut reply) => {
+            reply.attempt = attempt;
+            Event::ReplyReceived(reply)
+        }
+        other => other,
+    }
+}
+
+/// An effect without its history noise, with the command reduced to what
+/// the transition tests pin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fx {
+    /// A command went out.
+    Send {
+        step: String,
+        command_type: String,
+        role: q2c_core::saga::CommandRole,
+        key: String,
+        attempt: u32,
+        undoes: Option<String>,
+    },
+    /// A timer was scheduled.
+    Schedule {
+        timer: TimerId,
+        due_at: DateTime<Utc>,
+    },
+    /// A timer was cancelled.
+    Cancel(TimerId),
+}
+
+/// The non-history effects, checking what every command must satisfy
+/// (deterministic command id, workflow id) on the way.
+pub fn fx(effects: &[Effect]) -> Vec<Fx> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::SendCommand(command) => {
+                assert_eq!(
+                    command.command_id,
+                    q2c_core::domain::ids::CommandId::for_attempt(
+                        &command.idempotency_key,
+                        command.attempt
+                    ),
+                    "command id derives from key and attempt"
+                );
+                assert_eq!(command.workflow_id, workflow_id(1));
+                Some(Fx::Send {
+                    step: command.step.clone(),
+                    command_type: command.command_type.clone(),
+                    role: command.role,
+                    key: command.idempotency_key.to_string(),
+                    attempt: command.attempt,
+                    undoes: command.undoes.as_ref().map(ToString::to_string),
+                })
+            }
+            Effect::ScheduleTimer { timer, due_at } => Some(Fx::Schedule {
+                timer: timer.clone(),
+                due_at: *due_at,
+            }),
+            Effect::CancelTimer(timer) => Some(Fx::Cancel(timer.clone())),
+            Effect::RecordHistory(_) => None,
+        })
+        .collect()
+}
+
+/// The step command `Fx` for attempt `attempt` of `step`'s `revision`.
+pub fn send_step(step: &str, command_type: &str, revision: u32, attempt: u32) -> Fx {
+    Fx::Send {
+        step: step.to_owned(),
+        command_type: command_type.to_owned(),
+        role: q2c_core::saga::CommandRole::Step,
+        key: step_key(step, revision).to_string(),
+        attempt,
+        undoes: None,
+    }
+}
+
+/// The compensation `Fx` undoing `step`'s `revision`.
+pub fn send_compensation(step: &str, command_type: &str, revision: u32, attempt: u32) -> Fx {
+    Fx::Send {
+        step: step.to_owned(),
+        command_type: command_type.to_owned(),
+        role: q2c_core::saga::CommandRole::Compensation,
+        key: compensation_key(step, revision).to_string(),
+        attempt,
+        undoes: Some(step_key(step, revision).to_string()),
+    }
+}
+
+pub fn schedule(timer: TimerId, due_at: DateTime<Utc>) -> Fx {
+    Fx::Schedule { timer, due_at }
+}
+
+pub fn cancel(timer: TimerId) -> Fx {
+    Fx::Cancel(timer)
+}
+
+impl Driver {
+    /// Hands over an event that must be applied; returns its effects as `Fx`
+    /// and checks that it sent at most one command.
+    pub fn apply(&mut self, event: Event) -> Vec<Fx> {
+        let decision = self.handle(event);
+        assert_eq!(
+            decision.disposition,
+            Disposition::Applied,
+            "expected the event to be applied"
+        );
+        let effects = fx(&decision.effects);
+        let sent = effects
+            .iter()
+            .filter(|effect| matches!(effect, Fx::Send { .. }))
+            .count();
+        assert!(sent <= 1, "more than one command sent at once: {effects:?}");
+        effects
+    }
+
+    /// Hands over an event that must be ignored without any change.
+    pub fn assert_ignored(&mut self, event: Event) {
+        self.assert_unchanged(event, false);
+    }
+
+    /// Hands over a request that must be refused without any change.
+    pub fn assert_refused(&mut self, event: Event) {
+        self.assert_unchanged(event, true);
+    }
+
+    fn assert_unchanged(&mut self, event: Event, refused: bool) {
+        let record = self.saga.record();
+        let status = self.saga.status();
+        let in_flight = self.saga.in_flight();
+        let decision = self.saga.handle(&event, self.now);
+        match (&decision.disposition, refused) {
+            (Disposition::Ignored { .. }, false) | (Disposition::Refused { .. }, true) => {}
+            (other, _) => panic!(
+                "expected {} for {event:?}, got {other:?}",
+                if refused { "Refused" } else { "Ignored" }
+            ),
+        }
+        assert!(
+            decision.effects.is_empty(),
+            "{event:?} produced effects: {:?}",
+            decision.effects
+        );
+        assert_eq!(self.saga.record(), record, "{event:?} changed the record");
+        assert_eq!(self.saga.status(), status);
+        assert_eq!(self.saga.in_flight(), in_flight);
+    }
+
+    /// The last command of the given type.
+    pub fn last_of(&self, command_type: &str) -> Command {
+        self.commands
+            .iter()
+            .rev()
+            .find(|command| command.command_type == command_type)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {command_type} command was sent"))
+    }
+}
