@@ -152,6 +152,13 @@ impl Ctx {
     }
 }
 
+/// What a reply says, once it is known to answer the awaited command.
+#[derive(Debug, Clone, Copy)]
+enum Answer<'r> {
+    Succeeded(&'r Value),
+    Failed { retryable: bool, reason: &'r str },
+}
+
 /// What a step or compensation is waiting on when a reply comes.
 #[derive(Debug, Clone, Copy)]
 enum Wait {
@@ -633,6 +640,105 @@ impl Machine {
         State::executing(step, attempt)
     }
 
+    /// Decides whether a reply answers what `step` waits on in `phase`, and
+    /// if so what it says. Anything else (another command's reply, a wrong
+    /// reply type, a failure of an earlier attempt, a failure while halted or
+    /// while a retry is already scheduled) is ignored.
+    fn screen<'r>(
+        &self,
+        context: &mut Ctx,
+        step: usize,
+        phase: Phase,
+        wait: Wait,
+        reply: &'r Reply,
+    ) -> Result<Answer<'r>, Outcome<State>> {
+        let (key, spec, attempts) = match phase {
+            Phase::Step => (
+                self.step_key(step),
+                Some(&self.spec(step).command),
+                self.steps[step].attempts,
+            ),
+            Phase::Compensation => (
+                self.compensation_key(step),
+                self.compensation_spec(step),
+                self.steps[step].compensation.attempts,
+            ),
+        };
+        let Some(spec) = spec else {
+            return Err(context.ignore("the step has no compensation"));
+        };
+        if reply.key != key {
+            return Err(context.ignore(format!(
+                "reply for {}, not for {key}, which `{}` waits on",
+                reply.key,
+                self.name(step)
+            )));
+        }
+        let (expected_type, answer) = match &reply.result {
+            ReplyResult::Succeeded { output } => (&spec.success_reply, Answer::Succeeded(output)),
+            ReplyResult::Failed { retryable, reason } => (
+                &spec.failure_reply,
+                Answer::Failed {
+                    retryable: *retryable,
+                    reason,
+                },
+            ),
+        };
+        if reply.reply_type != *expected_type {
+            return Err(context.ignore(format!(
+                "`{}` is not the expected `{expected_type}`",
+                reply.reply_type
+            )));
+        }
+        if let Answer::Failed { retryable, .. } = answer {
+            let last = wait.last_attempt(attempts);
+            if reply.attempt != last {
+                return Err(context.ignore(format!(
+                    "failure of attempt {} arrived after attempt {last} was sent",
+                    reply.attempt
+                )));
+            }
+            match (wait, retryable) {
+                (Wait::Halted, _) => return Err(context.ignore("halted for an operator")),
+                (Wait::Backoff(_), true) => {
+                    return Err(context.ignore("already waiting to retry"));
+                }
+                _ => {}
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Records a reply that is being applied and stops the timer that
+    /// guarded the wait it ends.
+    fn acknowledge(&self, context: &mut Ctx, step: usize, phase: Phase, wait: Wait, reply: &Reply) {
+        let (command_type, what) = match phase {
+            Phase::Step => (Some(self.spec(step).command.command_type.as_str()), ""),
+            Phase::Compensation => (self.compensation_type(step), "compensation "),
+        };
+        let detail = match &reply.result {
+            ReplyResult::Succeeded { .. } => {
+                format!("{what}succeeded (attempt {})", reply.attempt)
+            }
+            ReplyResult::Failed { retryable, reason } => format!(
+                "{what}failed (attempt {}, {}): {reason}",
+                reply.attempt,
+                if *retryable {
+                    "retryable"
+                } else {
+                    "not retryable"
+                }
+            ),
+        };
+        context.history(
+            HistoryKind::ReplyReceived,
+            Some(self.name(step)),
+            command_type,
+            detail,
+        );
+        self.stop_waiting(context, step, wait, phase);
+    }
+
     /// Applies a reply to a step's command, whatever the step is waiting on.
     fn step_reply(
         &mut self,
@@ -641,23 +747,12 @@ impl Machine {
         wait: Wait,
         reply: &Reply,
     ) -> Outcome<State> {
-        if reply.key != self.step_key(step) {
-            return context.ignore(format!(
-                "reply for {}, not for the current command of `{}`",
-                reply.key,
-                self.name(step)
-            ));
-        }
-        let spec = &self.spec(step).command;
-        let command_type = spec.command_type.clone();
-        match &reply.result {
-            ReplyResult::Succeeded { output } => {
-                if reply.reply_type != spec.success_reply {
-                    return context.ignore(format!(
-                        "`{}` is not the success reply of `{command_type}`",
-                        reply.reply_type
-                    ));
-                }
+        let answer = match self.screen(context, step, Phase::Step, wait, reply) {
+            Ok(answer) => answer,
+            Err(ignored) => return ignored,
+        };
+        match answer {
+            Answer::Succeeded(output) => {
                 let checked = self.spec(step).output.check(output);
                 if let (Wait::Halted, Err(problem)) = (wait, &checked) {
                     // Only a usable answer can move a halted step on; an
@@ -667,13 +762,7 @@ impl Machine {
                         "the step is halted and this success's output is unusable: {problem}"
                     ));
                 }
-                context.history(
-                    HistoryKind::ReplyReceived,
-                    Some(self.name(step)),
-                    Some(&command_type),
-                    format!("succeeded (attempt {})", reply.attempt),
-                );
-                self.stop_waiting(context, step, wait, Phase::Step);
+                self.acknowledge(context, step, Phase::Step, wait, reply);
                 self.end_run(context, step);
                 let progress = &mut self.steps[step];
                 match checked {
@@ -692,46 +781,10 @@ impl Machine {
                     }
                 }
             }
-            ReplyResult::Failed { retryable, reason } => {
-                if reply.reply_type != spec.failure_reply {
-                    return context.ignore(format!(
-                        "`{}` is not the failure reply of `{command_type}`",
-                        reply.reply_type
-                    ));
-                }
-                let last = wait.last_attempt(self.steps[step].attempts);
-                if reply.attempt != last {
-                    return context.ignore(format!(
-                        "failure of attempt {} arrived after attempt {last} was sent",
-                        reply.attempt
-                    ));
-                }
-                match (wait, retryable) {
-                    (Wait::Halted, _) => {
-                        return context.ignore("the step is halted for an operator");
-                    }
-                    (Wait::Backoff(_), true) => {
-                        return context.ignore("already waiting to retry");
-                    }
-                    _ => {}
-                }
-                context.history(
-                    HistoryKind::ReplyReceived,
-                    Some(self.name(step)),
-                    Some(&command_type),
-                    format!(
-                        "failed (attempt {}, {}): {reason}",
-                        reply.attempt,
-                        if *retryable {
-                            "retryable"
-                        } else {
-                            "not retryable"
-                        }
-                    ),
-                );
-                self.stop_waiting(context, step, wait, Phase::Step);
-                self.steps[step].last_error = Some(reason.clone());
-                if *retryable {
+            Answer::Failed { retryable, reason } => {
+                self.acknowledge(context, step, Phase::Step, wait, reply);
+                self.steps[step].last_error = Some(reason.to_owned());
+                if retryable {
                     Transition(self.attempt_failed(context, step))
                 } else {
                     self.steps[step].possibly_done = false;
@@ -1057,6 +1110,7 @@ impl Machine {
         State::compensating(step, attempt)
     }
 
+    /// Applies a reply to a compensation, whatever it is waiting on.
     fn compensation_reply(
         &mut self,
         context: &mut Ctx,
@@ -1064,82 +1118,24 @@ impl Machine {
         wait: Wait,
         reply: &Reply,
     ) -> Outcome<State> {
-        let Some(spec) = self.compensation_spec(step) else {
-            return context.ignore("the step has no compensation");
+        let answer = match self.screen(context, step, Phase::Compensation, wait, reply) {
+            Ok(answer) => answer,
+            Err(ignored) => return ignored,
         };
-        if reply.key != self.compensation_key(step) {
-            return context.ignore(format!(
-                "reply for {}, not for the compensation of `{}`",
-                reply.key,
-                self.name(step)
-            ));
-        }
-        let command_type = spec.command_type.clone();
-        let (success_reply, failure_reply) =
-            (spec.success_reply.clone(), spec.failure_reply.clone());
-        match &reply.result {
-            ReplyResult::Succeeded { .. } => {
-                if reply.reply_type != success_reply {
-                    return context.ignore(format!(
-                        "`{}` is not the success reply of `{command_type}`",
-                        reply.reply_type
-                    ));
-                }
-                context.history(
-                    HistoryKind::ReplyReceived,
-                    Some(self.name(step)),
-                    Some(&command_type),
-                    format!("compensation succeeded (attempt {})", reply.attempt),
-                );
-                self.stop_waiting(context, step, wait, Phase::Compensation);
-                let compensation = &mut self.steps[step].compensation;
+        self.acknowledge(context, step, Phase::Compensation, wait, reply);
+        let compensation = &mut self.steps[step].compensation;
+        match answer {
+            Answer::Succeeded(_) => {
                 compensation.status = CompensationStatus::Compensated;
                 compensation.last_error = None;
                 Transition(self.compensate(context))
             }
-            ReplyResult::Failed { retryable, reason } => {
-                if reply.reply_type != failure_reply {
-                    return context.ignore(format!(
-                        "`{}` is not the failure reply of `{command_type}`",
-                        reply.reply_type
-                    ));
-                }
-                let last = wait.last_attempt(self.steps[step].compensation.attempts);
-                if reply.attempt != last {
-                    return context.ignore(format!(
-                        "failure of compensation attempt {} arrived after attempt {last} was sent",
-                        reply.attempt
-                    ));
-                }
-                match (wait, retryable) {
-                    (Wait::Halted, _) => {
-                        return context.ignore("the compensation is halted for an operator");
-                    }
-                    (Wait::Backoff(_), true) => {
-                        return context.ignore("already waiting to retry");
-                    }
-                    _ => {}
-                }
-                context.history(
-                    HistoryKind::ReplyReceived,
-                    Some(self.name(step)),
-                    Some(&command_type),
-                    format!(
-                        "compensation failed (attempt {}, {}): {reason}",
-                        reply.attempt,
-                        if *retryable {
-                            "retryable"
-                        } else {
-                            "not retryable"
-                        }
-                    ),
-                );
-                self.stop_waiting(context, step, wait, Phase::Compensation);
-                self.steps[step].compensation.last_error = Some(reason.clone());
-                if *retryable {
+            Answer::Failed { retryable, reason } => {
+                compensation.last_error = Some(reason.to_owned());
+                if retryable {
                     Transition(self.compensation_attempt_failed(context, step))
                 } else {
-                    self.steps[step].compensation.status = CompensationStatus::Failed;
+                    compensation.status = CompensationStatus::Failed;
                     Transition(self.suspend(
                         step,
                         Phase::Compensation,
