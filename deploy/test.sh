@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the command the README gives and CI runs.
+# Starts (and if needed installs) PostgreSQL and RabbitMQ first; settings
+# already in the environment win over the defaults the services script prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,5 +9,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "cargo-nextest is missing: install it with 'cargo install cargo-nextest --locked'" >&2
   exit 1
 fi
+
+defaults=$(./deploy/services.sh)
+database_url=$(sed -n 's/^export DATABASE_URL=//p' <<<"$defaults")
+amqp_url=$(sed -n 's/^export AMQP_URL=//p' <<<"$defaults")
+export DATABASE_URL="${DATABASE_URL:-$database_url}"
+export AMQP_URL="${AMQP_URL:-$amqp_url}"
 
 cargo nextest run --workspace --locked --profile "${Q2C_TEST_PROFILE:-default}" "$@"

@@ -157,3 +157,16 @@ pub enum HistoryKind {
     #[serde(rename = "state_changed")]
     StateChanged,
 }
+
+impl HistoryKind {
+    /// The kind's stable name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventReceived => "event_received",
+            Self::CommandSent => "command_sent",
+            Self::ReplyReceived => "reply_received",
+            Self::TimerFired => "timer_fired",
+            Self::StateChanged => "state_changed",
+        }
+    }
+}

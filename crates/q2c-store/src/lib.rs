@@ -1,0 +1,94 @@
+//! The Postgres adapter: where sagas live between events.
+//!
+//! Every transition is one transaction: lock the workflow row, run the saga
+//! core, then write the new state, its history, the commands to publish
+//! (outbox), the timers, and the id of the message that caused it (inbox),
+//! and commit. A crash at any instant leaves all of it or none of it.
+//!
+//! # Layout
+//!
+//! - [`workflows`]: starting workflows and applying events to them.
+//! - [`outbox`]: claiming commands to publish, with a lease, and marking
+//!   them sent once the broker has confirmed them.
+//! - [`timers`]: finding timers that are due.
+//! - [`dead_letters`]: keeping messages that could not be processed.
+//! - [`record`]: how a saga record is split between its row and the
+//!   content-addressed definition table.
+//!
+//! Several processes may share one database: rows are locked (`FOR UPDATE`,
+//! `SKIP LOCKED` where work is claimed), and every workflow row carries a
+//! version bumped by each transition.
+
+pub mod dead_letters;
+pub mod outbox;
+mod record;
+pub mod timers;
+pub mod workflows;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+pub use workflows::{Applied, Started, Trigger};
+
+/// The schema, embedded in every binary that links this crate.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// The channel commits notify when they add commands to the outbox, so
+/// relays in other processes wake at once instead of at their next poll.
+pub const OUTBOX_CHANNEL: &str = "q2c_outbox";
+
+/// The channel commits notify when they schedule timers.
+pub const TIMERS_CHANNEL: &str = "q2c_timers";
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    MIGRATOR.run(pool).await.map_err(Error::Migrate)
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Wraps a pool; the schema must already be migrated.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be reached or refused a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be migrated.
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No workflow has this id.
+    #[error("no workflow {0}")]
+    UnknownWorkflow(uuid::Uuid),
+    /// The quote already has a workflow that has not finished.
+    #[error("quote {quote_id} already has a live workflow {workflow_id}")]
+    QuoteHasLiveWorkflow {
+        /// The quote.
+        quote_id: String,
+        /// Its live workflow.
+        workflow_id: uuid::Uuid,
+    },
+    /// A stored record could not be read back; the row needs a person.
+    #[error("workflow {workflow_id}: stored record is unreadable: {reason}")]
+    CorruptRecord {
+        /// The workflow.
+        workflow_id: uuid::Uuid,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

@@ -1,0 +1,398 @@
+//! Starting workflows and applying events to them, one transaction each.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use q2c_contract::{Envelope, SCHEMA_VERSION};
+use q2c_core::definition::Definition;
+use q2c_core::domain::ids::WorkflowId;
+use q2c_core::domain::quote::Quote;
+use q2c_core::saga::{Command, Disposition, Effect, Event, Saga, Status, TimerId};
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::record::{from_state, to_state};
+use crate::{Error, OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
+
+/// What caused a transition, for deduplication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A message from the broker: its id goes into the inbox in the same
+    /// transaction, so a second delivery changes nothing.
+    Message {
+        /// The message's id.
+        message_id: String,
+    },
+    /// A due timer: its row is deleted in the same transaction, so it fires
+    /// once even when several processes see it due.
+    Timer(TimerId),
+    /// A request from a person or an API call: not deduplicated here.
+    Request,
+}
+
+/// The result of applying an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The workflow moved on; its new status and version.
+    Applied {
+        /// Status after the transition.
+        status: Status,
+        /// Version after the transition.
+        version: i64,
+        /// Commands added to the outbox.
+        commands: usize,
+    },
+    /// The saga ignored the event (stale, duplicate by content, unrelated);
+    /// the message is still recorded as seen.
+    Ignored {
+        /// Why.
+        reason: String,
+    },
+    /// The saga refused the request.
+    Refused {
+        /// Why, for the requester.
+        reason: String,
+    },
+    /// The message id was already in the inbox, or the timer already fired.
+    Duplicate,
+}
+
+/// A workflow that has just been started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Its id.
+    pub workflow_id: WorkflowId,
+    /// Its status after the first transition.
+    pub status: Status,
+}
+
+/// A workflow as loaded from its row.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The saga.
+    pub saga: Saga,
+    /// Bumped by every transition.
+    pub version: i64,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Starts a workflow for a quote: stores it with its first command, in
+    /// one transaction. Fails if the quote already has a live workflow.
+    pub async fn start_workflow(
+        &self,
+        workflow_id: WorkflowId,
+        definition: Arc<Definition>,
+        quote: Quote,
+        now: DateTime<Utc>,
+    ) -> Result<Started, Error> {
+        let (saga, effects) = Saga::start(workflow_id, definition, quote, now);
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO workflow_definitions (hash, name, source) VALUES ($1, $2, $3) \
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(saga.definition().hash().as_str())
+        .bind(saga.definition().name())
+        .bind(saga.definition().source())
+        .execute(&mut *tx)
+        .await?;
+
+        let quote = saga.quote();
+        let inserted = sqlx::query(
+            "INSERT INTO workflows (id, definition_hash, definition_name, quote_id, quote_number, \
+             account_id, opportunity_id, status, outcome, state, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+        )
+        .bind(workflow_id.as_uuid())
+        .bind(saga.definition().hash().as_str())
+        .bind(saga.definition().name())
+        .bind(quote.quote_id().as_str())
+        .bind(quote.quote_number())
+        .bind(quote.account_id().as_str())
+        .bind(quote.opportunity_id().as_str())
+        .bind(saga.status().as_str())
+        .bind(saga.outcome().map(|outcome| outcome.as_str()))
+        .bind(to_state(&saga.record())?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(error)) = &inserted
+            && error.constraint() == Some("workflows_one_live_per_quote")
+        {
+            drop(tx);
+            return Err(self.live_workflow_conflict(quote.quote_id().as_str()).await);
+        }
+        inserted?;
+
+        write_effects(&mut tx, workflow_id, &effects, now).await?;
+        tx.commit().await?;
+        Ok(Started {
+            workflow_id,
+            status: saga.status(),
+        })
+    }
+
+    async fn live_workflow_conflict(&self, quote_id: &str) -> Error {
+        let live: Result<Option<(Uuid,)>, _> = sqlx::query_as(
+            "SELECT id FROM workflows WHERE quote_id = $1 \
+             AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled')",
+        )
+        .bind(quote_id)
+        .fetch_optional(self.pool())
+        .await;
+        match live {
+            Ok(Some((workflow_id,))) => Error::QuoteHasLiveWorkflow {
+                quote_id: quote_id.to_owned(),
+                workflow_id,
+            },
+            // The live workflow finished in between: report the race as it was.
+            Ok(None) => Error::QuoteHasLiveWorkflow {
+                quote_id: quote_id.to_owned(),
+                workflow_id: Uuid::nil(),
+            },
+            Err(error) => Error::Database(error),
+        }
+    }
+
+    /// Applies one event to one workflow in one transaction.
+    pub async fn apply(
+        &self,
+        workflow_id: WorkflowId,
+        event: &Event,
+        trigger: &Trigger,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, Error> {
+        let mut tx = self.pool().begin().await?;
+        let applied = apply_in(&mut tx, workflow_id, event, trigger, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Loads a workflow, if it exists.
+    pub async fn load(&self, workflow_id: WorkflowId) -> Result<Option<Loaded>, Error> {
+        let mut connection = self.pool().acquire().await?;
+        load_row(&mut connection, workflow_id, false).await
+    }
+}
+
+/// Applies an event inside a caller's transaction, so several can share one
+/// commit. Locks the workflow row first, then deduplicates.
+pub async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    workflow_id: WorkflowId,
+    event: &Event,
+    trigger: &Trigger,
+    now: DateTime<Utc>,
+) -> Result<Applied, Error> {
+    let Some(mut loaded) = load_row(tx, workflow_id, true).await? else {
+        return Err(Error::UnknownWorkflow(*workflow_id.as_uuid()));
+    };
+    match trigger {
+        Trigger::Message { message_id } => {
+            let fresh = sqlx::query(
+                "INSERT INTO inbox (message_id, workflow_id, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(message_id)
+            .bind(workflow_id.as_uuid())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                return Ok(Applied::Duplicate);
+            }
+        }
+        Trigger::Timer(timer) => {
+            let due = sqlx::query("DELETE FROM timers WHERE workflow_id = $1 AND timer_key = $2")
+                .bind(workflow_id.as_uuid())
+                .bind(timer.to_string())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            if due == 0 {
+                return Ok(Applied::Duplicate);
+            }
+        }
+        Trigger::Request => {}
+    }
+
+    let decision = loaded.saga.handle(event, now);
+    match decision.disposition {
+        Disposition::Ignored { reason } => return Ok(Applied::Ignored { reason }),
+        Disposition::Refused { reason } => return Ok(Applied::Refused { reason }),
+        Disposition::Applied => {}
+    }
+    let version = loaded.version + 1;
+    sqlx::query(
+        "UPDATE workflows SET status = $2, outcome = $3, state = $4, version = $5, updated_at = $6 \
+         WHERE id = $1",
+    )
+    .bind(workflow_id.as_uuid())
+    .bind(loaded.saga.status().as_str())
+    .bind(loaded.saga.outcome().map(|outcome| outcome.as_str()))
+    .bind(to_state(&loaded.saga.record())?)
+    .bind(version)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let commands = write_effects(tx, workflow_id, &decision.effects, now).await?;
+    Ok(Applied::Applied {
+        status: loaded.saga.status(),
+        version,
+        commands,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkflowRow {
+    state: serde_json::Value,
+    source: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn load_row(
+    connection: &mut PgConnection,
+    workflow_id: WorkflowId,
+    for_update: bool,
+) -> Result<Option<Loaded>, Error> {
+    let query = if for_update {
+        "SELECT w.state, d.source, w.version, w.created_at, w.updated_at \
+         FROM workflows w JOIN workflow_definitions d ON d.hash = w.definition_hash \
+         WHERE w.id = $1 FOR UPDATE OF w"
+    } else {
+        "SELECT w.state, d.source, w.version, w.created_at, w.updated_at \
+         FROM workflows w JOIN workflow_definitions d ON d.hash = w.definition_hash \
+         WHERE w.id = $1"
+    };
+    let row: Option<WorkflowRow> = sqlx::query_as(query)
+        .bind(workflow_id.as_uuid())
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(WorkflowRow {
+        state,
+        source,
+        version,
+        created_at,
+        updated_at,
+    }) = row
+    else {
+        return Ok(None);
+    };
+    let id = *workflow_id.as_uuid();
+    let record = from_state(id, state, source)?;
+    let saga = Saga::restore(record).map_err(|error| Error::CorruptRecord {
+        workflow_id: id,
+        reason: error.to_string(),
+    })?;
+    Ok(Some(Loaded {
+        saga,
+        version,
+        created_at,
+        updated_at,
+    }))
+}
+
+/// Writes what a transition decided; returns how many commands it queued.
+async fn write_effects(
+    tx: &mut PgConnection,
+    workflow_id: WorkflowId,
+    effects: &[Effect],
+    now: DateTime<Utc>,
+) -> Result<usize, Error> {
+    let mut commands = 0;
+    let mut timers_scheduled = false;
+    for effect in effects {
+        match effect {
+            Effect::SendCommand(command) => {
+                let envelope = envelope(command, now);
+                sqlx::query(
+                    "INSERT INTO outbox (message_id, workflow_id, message_type, body, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+                )
+                .bind(envelope.message_id)
+                .bind(workflow_id.as_uuid())
+                .bind(&envelope.message_type)
+                .bind(sqlx::types::Json(&envelope))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                commands += 1;
+            }
+            Effect::ScheduleTimer { timer, due_at } => {
+                sqlx::query(
+                    "INSERT INTO timers (workflow_id, timer_key, timer, due_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (workflow_id, timer_key) DO UPDATE SET due_at = EXCLUDED.due_at",
+                )
+                .bind(workflow_id.as_uuid())
+                .bind(timer.to_string())
+                .bind(sqlx::types::Json(timer))
+                .bind(due_at)
+                .execute(&mut *tx)
+                .await?;
+                timers_scheduled = true;
+            }
+            Effect::CancelTimer(timer) => {
+                sqlx::query("DELETE FROM timers WHERE workflow_id = $1 AND timer_key = $2")
+                    .bind(workflow_id.as_uuid())
+                    .bind(timer.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::RecordHistory(entry) => {
+                sqlx::query(
+                    "INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(workflow_id.as_uuid())
+                .bind(entry.at)
+                .bind(entry.kind.as_str())
+                .bind(entry.step.as_deref())
+                .bind(entry.command.as_deref())
+                .bind(&entry.detail)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    // Notifications are delivered at commit, and only if it commits.
+    if commands > 0 {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if timers_scheduled {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(TIMERS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(commands)
+}
+
+/// The wire form of a command: transformed at the edge, from the core's
+/// command to the contract's envelope.
+fn envelope(command: &Command, now: DateTime<Utc>) -> Envelope {
+    let message_id = *command.command_id.as_uuid();
+    Envelope {
+        message_id,
+        message_type: command.command_type.clone(),
+        schema_version: SCHEMA_VERSION,
+        workflow_id: *command.workflow_id.as_uuid(),
+        step: command.step.clone(),
+        attempt: command.attempt,
+        idempotency_key: command.idempotency_key.to_string(),
+        undoes: command.undoes.as_ref().map(ToString::to_string),
+        correlation_id: message_id,
+        sent_at: now,
+        traceparent: None,
+        payload: command.input.clone(),
+    }
+}
