@@ -88,16 +88,23 @@ impl Store {
         Ok(updated)
     }
 
-    /// Hands a claimed row back after a failed publish, with the reason, so
-    /// the next claim takes it at once.
-    pub async fn release_outbox(&self, owner: Uuid, id: i64, error: &str) -> Result<(), Error> {
+    /// Hands a claimed row back after a failed publish, with the reason; it
+    /// can be claimed again from `retry_after` on.
+    pub async fn release_outbox(
+        &self,
+        owner: Uuid,
+        id: i64,
+        error: &str,
+        retry_after: DateTime<Utc>,
+    ) -> Result<(), Error> {
         sqlx::query(
-            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, last_error = $3 \
+            "UPDATE outbox SET lease_owner = NULL, lease_until = $4, last_error = $3 \
              WHERE id = $1 AND lease_owner = $2 AND sent_at IS NULL",
         )
         .bind(id)
         .bind(owner)
         .bind(error)
+        .bind(retry_after)
         .execute(self.pool())
         .await?;
         Ok(())

@@ -272,7 +272,7 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
 }
 
 #[sqlx::test(migrator = "q2c_store::MIGRATOR")]
-async fn a_released_row_is_claimed_again_at_once(pool: PgPool) {
+async fn a_released_row_is_claimed_again_once_its_retry_time_comes(pool: PgPool) {
     let store = Store::new(pool.clone());
     store
         .start_workflow(workflow(1), definition(), fixtures::quote(), t0())
@@ -283,12 +283,23 @@ async fn a_released_row_is_claimed_again_at_once(pool: PgPool) {
         .claim_outbox(owner, Duration::from_secs(60), 10, t0())
         .await
         .unwrap();
+    let retry_after = t0() + TimeDelta::seconds(5);
     store
-        .release_outbox(owner, claimed[0].id, "returned: NO_ROUTE")
+        .release_outbox(owner, claimed[0].id, "returned: NO_ROUTE", retry_after)
         .await
         .unwrap();
-    let again = store
+    let early = store
         .claim_outbox(owner, Duration::from_secs(60), 10, t0())
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "not before its retry time");
+    let again = store
+        .claim_outbox(
+            owner,
+            Duration::from_secs(60),
+            10,
+            retry_after + TimeDelta::milliseconds(1),
+        )
         .await
         .unwrap();
     assert_eq!(again.len(), 1);

@@ -1,0 +1,228 @@
+//! The runtime around the saga core: everything that makes decisions happen.
+//!
+//! # Layout
+//!
+//! - [`relay`]: publishes committed commands from the outbox, with
+//!   publisher confirms.
+//! - [`consumer`]: applies replies, acked only after their transaction
+//!   commits; dead-letters what cannot be processed.
+//! - [`timers`]: fires timeouts, backoffs and deadlines when they are due.
+//! - [`replies`]: turns reply envelopes into saga events.
+//! - [`clock`], [`crash`]: the time source, and crash injection for tests.
+//!
+//! [`run`] wires them to one broker connection and one shutdown token, and
+//! [`serve`] keeps them running across broker outages until shutdown.
+
+pub mod clock;
+pub mod consumer;
+pub mod crash;
+pub mod relay;
+pub mod replies;
+pub mod timers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use q2c_contract::Topology;
+use q2c_store::{OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::consumer::{ConsumerSettings, ReplyConsumer};
+use crate::crash::CrashSwitch;
+use crate::relay::{Relay, RelaySettings};
+use crate::timers::TimerSettings;
+
+/// What the runtime needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The broker.
+    pub amqp_url: String,
+    /// Names of exchanges and queues.
+    pub topology: Topology,
+    /// The outbox relay's pacing.
+    pub relay: RelaySettings,
+    /// The reply consumer's pacing.
+    pub consumer: ConsumerSettings,
+    /// The timer loop's pacing.
+    pub timers: TimerSettings,
+    /// Crash injection (tests only).
+    pub crash: CrashSwitch,
+    /// Written (with the process id) once the runtime is consuming, so that
+    /// whoever started the process knows when it is ready.
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+/// What stops the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] q2c_store::Error),
+    /// The broker failed.
+    #[error("broker error while {doing}: {source}")]
+    Broker {
+        /// What was being done.
+        doing: &'static str,
+        /// The broker's error.
+        source: lapin::Error,
+    },
+    /// The topology could not be declared.
+    #[error(transparent)]
+    Topology(#[from] q2c_contract::topology::Error),
+    /// The broker did not confirm published messages in time.
+    #[error("the broker did not confirm published commands in time")]
+    ConfirmTimeout,
+    /// The broker cancelled the reply consumer (queue deleted?).
+    #[error("the broker cancelled the reply consumer")]
+    ConsumerCancelled,
+    /// Listening for database notifications failed.
+    #[error("listening for database notifications failed: {0}")]
+    Listen(sqlx::Error),
+}
+
+/// Runs relay, consumer and timers on one broker connection until shutdown
+/// or until one of them fails (then the others are stopped too).
+pub async fn run(
+    store: Store,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let connection = Connection::connect(&settings.amqp_url, ConnectionProperties::default())
+        .await
+        .map_err(|source| Error::Broker {
+            doing: "connecting",
+            source,
+        })?;
+    let channel = |doing| {
+        let connection = &connection;
+        async move {
+            connection
+                .create_channel()
+                .await
+                .map_err(|source| Error::Broker { doing, source })
+        }
+    };
+    settings
+        .topology
+        .declare(&channel("declaring the topology").await?)
+        .await?;
+
+    let relay_wake = Arc::new(Notify::new());
+    let timers_wake = Arc::new(Notify::new());
+    let stop = shutdown.child_token();
+    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+
+    let relay = Relay::new(
+        store.clone(),
+        channel("opening the relay channel").await?,
+        settings.topology.clone(),
+        settings.relay,
+        settings.crash.clone(),
+        SystemClock,
+    )
+    .await?;
+    tasks.spawn(relay.run(relay_wake.clone(), stop.clone()));
+
+    let consumer = ReplyConsumer::new(
+        store.clone(),
+        channel("opening the consumer channel").await?,
+        settings.topology.clone(),
+        settings.consumer,
+        settings.crash.clone(),
+        SystemClock,
+        relay_wake.clone(),
+    );
+    tasks.spawn(consumer.run(stop.clone()));
+
+    tasks.spawn({
+        let (store, settings, relay_wake, timers_wake, stop) = (
+            store.clone(),
+            settings.timers,
+            relay_wake.clone(),
+            timers_wake.clone(),
+            stop.clone(),
+        );
+        async move {
+            timers::run(store, SystemClock, settings, timers_wake, relay_wake, stop)
+                .await
+                .map_err(Error::from)
+        }
+    });
+    tasks.spawn(listen(store, relay_wake, timers_wake, stop.clone()));
+    tracing::info!(prefix = settings.topology.prefix(), "runtime started");
+    if let Some(path) = &settings.ready_file
+        && let Err(error) = std::fs::write(path, format!("{}\n", std::process::id()))
+    {
+        tracing::warn!(path = %path.display(), %error, "could not write the ready file");
+    }
+
+    let mut outcome = Ok(());
+    while let Some(finished) = tasks.join_next().await {
+        let result = finished.unwrap_or_else(|error| {
+            tracing::error!(%error, "a runtime task panicked");
+            Ok(())
+        });
+        if let Err(error) = result {
+            if outcome.is_ok() {
+                outcome = Err(error);
+            }
+            stop.cancel();
+        } else if !stop.is_cancelled() {
+            // A task only returns Ok on shutdown; anything else is a failure.
+            stop.cancel();
+        }
+    }
+    let _ = connection.close(200, "shutting down".into()).await;
+    outcome
+}
+
+/// Runs the runtime until shutdown, reconnecting after failures (a broker
+/// restart, a database outage) with a capped backoff. Work is never lost in
+/// between: it waits in Postgres and in the broker's durable queues.
+pub async fn serve(store: Store, settings: Settings, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        match run(store.clone(), &settings, shutdown.clone()).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(error) => {
+                tracing::error!(%error, retry_in = ?backoff, "runtime stopped; restarting");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Forwards commits of other processes (NOTIFY) to the relay and timers.
+async fn listen(
+    store: Store,
+    relay_wake: Arc<Notify>,
+    timers_wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut listener = PgListener::connect_with(store.pool())
+        .await
+        .map_err(Error::Listen)?;
+    listener
+        .listen_all([OUTBOX_CHANNEL, TIMERS_CHANNEL])
+        .await
+        .map_err(Error::Listen)?;
+    loop {
+        let notification = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            notification = listener.recv() => notification.map_err(Error::Listen)?,
+        };
+        match notification.channel() {
+            OUTBOX_CHANNEL => relay_wake.notify_one(),
+            _ => timers_wake.notify_one(),
+        }
+    }
+}
