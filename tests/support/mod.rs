@@ -7,7 +7,7 @@
 pub mod connector;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +168,7 @@ impl World {
 pub struct Orchestrator {
     child: Child,
     ready_file: PathBuf,
+    log: PathBuf,
 }
 
 impl Orchestrator {
@@ -176,10 +177,11 @@ impl Orchestrator {
             .directory
             .path()
             .join(format!("ready-{}", uuid::Uuid::new_v4().simple()));
+        let log_path = world.directory.path().join("serve.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(world.directory.path().join("serve.log"))
+            .open(&log_path)
             .expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_q2c"));
         command
@@ -200,7 +202,11 @@ impl Orchestrator {
             command.env(name, value);
         }
         let child = command.spawn().expect("spawn q2c serve");
-        let mut orchestrator = Orchestrator { child, ready_file };
+        let mut orchestrator = Orchestrator {
+            child,
+            ready_file,
+            log: log_path,
+        };
         orchestrator.wait_ready().await;
         orchestrator
     }
@@ -222,10 +228,20 @@ impl Orchestrator {
 
     /// Waits until the process has exited by itself (a crash), and says how.
     pub async fn exited(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(deadline, self.child.wait())
-            .await
-            .expect("q2c serve exits in time")
-            .expect("wait for q2c serve")
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => status.expect("wait for q2c serve"),
+            Err(_) => panic!(
+                "q2c serve did not exit in {deadline:?}\n{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// The end of the processes' shared log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// SIGKILL: no chance to clean up.
@@ -278,16 +294,4 @@ fn replace_database(url: &str, name: &str) -> String {
     };
     let base = base.rsplit_once('/').map_or(base, |(head, _)| head);
     format!("{base}/{name}{query}")
-}
-
-pub fn log_of(world: &World) -> String {
-    std::fs::read_to_string(world.directory.path().join("serve.log")).unwrap_or_default()
-}
-
-pub fn path_in(world: &World, name: &str) -> PathBuf {
-    world.directory.path().join(name)
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

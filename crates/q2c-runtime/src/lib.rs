@@ -177,7 +177,14 @@ pub async fn run(
             stop.cancel();
         }
     }
-    let _ = connection.close(200, "shutting down".into()).await;
+    // A broker that does not answer must not hold up shutdown.
+    let closing = connection.close(200, "shutting down".into());
+    if tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not acknowledge closing the connection");
+    }
     outcome
 }
 
