@@ -92,6 +92,7 @@ pub async fn run<S: TimerSource, C: Clock>(
     loop {
         let now = clock.now();
         let due = source.due(now, settings.batch).await?;
+        let mut failed = false;
         for timer in &due {
             match source.fire(timer, now).await {
                 Ok(Applied::Applied { commands, .. }) => {
@@ -102,15 +103,22 @@ pub async fn run<S: TimerSource, C: Clock>(
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    failed = true;
                     tracing::error!(workflow_id = %timer.workflow_id, timer = %timer.timer, %error, "timer not fired; it will be retried");
                 }
             }
         }
-        if i64::try_from(due.len()).unwrap_or(i64::MAX) >= settings.batch {
+        if !failed && i64::try_from(due.len()).unwrap_or(i64::MAX) >= settings.batch {
             continue;
         }
         let next = source.next_due().await?;
-        let pause = sleep_for(clock.now(), next, settings.poll_interval);
+        // A timer that failed to fire is still due: wait a whole interval
+        // before trying it again rather than spinning on it.
+        let pause = if failed {
+            settings.poll_interval
+        } else {
+            sleep_for(clock.now(), next, settings.poll_interval)
+        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = wake.notified() => {}
@@ -193,11 +201,17 @@ mod tests {
         }
 
         async fn fire(&self, due: &Due, now: DateTime<Utc>) -> Result<Applied, q2c_store::Error> {
-            self.scheduled.lock().unwrap().retain(|timer| timer != due);
             self.fired
                 .lock()
                 .unwrap()
                 .push((due.timer.step.clone(), now));
+            if due.timer.step == "broken" {
+                return Err(q2c_store::Error::CorruptRecord {
+                    workflow_id: uuid::Uuid::nil(),
+                    reason: "unreadable".into(),
+                });
+            }
+            self.scheduled.lock().unwrap().retain(|timer| timer != due);
             Ok(Applied::Applied {
                 status: Status::Running,
                 version: 2,
@@ -312,6 +326,28 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), running.relay_wake.notified())
             .await
             .expect("relay woken");
+        running.shutdown.cancel();
+        running.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fails_to_fire_is_retried_each_interval_not_in_a_spin() {
+        let memory = Arc::new(Memory::default());
+        memory.schedule("broken", base());
+        memory.schedule("fine", base() + TimeDelta::seconds(2));
+        let running = start(memory);
+        advance(3.5).await;
+        let fired = running.memory.fired();
+        let broken = fired.iter().filter(|(step, _)| step == "broken").count();
+        assert!(
+            (3..=5).contains(&broken),
+            "tried {broken} times in 3.5s: {fired:?} {:?}",
+            running.task.is_finished()
+        );
+        assert!(
+            fired.iter().any(|(step, _)| step == "fine"),
+            "others still fire"
+        );
         running.shutdown.cancel();
         running.task.await.unwrap().unwrap();
     }
