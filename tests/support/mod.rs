@@ -143,24 +143,48 @@ impl World {
         Orchestrator::spawn(self, extra).await
     }
 
-    /// Drops the database and the broker objects.
+    /// Drops the database and the broker objects (also done on drop, so a
+    /// failing test cleans up too).
     pub async fn cleanup(self) {
         self.pool.close().await;
-        if let Ok(channel) = connector::channel(&self.amqp_url).await {
-            let _ = self.topology.delete(&channel).await;
-        }
-        if let Ok(admin) = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.admin_url)
-            .await
-        {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&admin)
-            .await;
-        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let (amqp_url, topology, admin_url, name) = (
+            self.amqp_url.clone(),
+            self.topology.clone(),
+            self.admin_url.clone(),
+            self.name.clone(),
+        );
+        // Drop cannot await, and may run inside the test's runtime: clean up
+        // on a thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(channel) = connector::channel(&amqp_url).await {
+                    let _ = topology.delete(&channel).await;
+                }
+                if let Ok(admin) = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&admin_url)
+                    .await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
