@@ -91,9 +91,14 @@ pub enum Error {
     /// Not JSON, or not an envelope.
     #[error("the body is not a q2c envelope: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// A newer envelope format.
-    #[error("envelope schema_version {0} is not supported (this build reads {SCHEMA_VERSION})")]
+    /// A newer envelope format, or none.
+    #[error(
+        "envelope schema_version {0} is not supported (this build reads 1 to {SCHEMA_VERSION})"
+    )]
     UnsupportedVersion(u32),
+    /// Attempts count from 1.
+    #[error("envelope attempt 0: attempts count from 1")]
+    ZeroAttempt,
 }
 
 impl Envelope {
@@ -130,8 +135,11 @@ impl Envelope {
     /// Parses a body, refusing formats newer than this build reads.
     pub fn decode(body: &[u8]) -> Result<Envelope, Error> {
         let envelope: Envelope = serde_json::from_slice(body)?;
-        if envelope.schema_version > SCHEMA_VERSION {
+        if envelope.schema_version == 0 || envelope.schema_version > SCHEMA_VERSION {
             return Err(Error::UnsupportedVersion(envelope.schema_version));
+        }
+        if envelope.attempt == 0 {
+            return Err(Error::ZeroAttempt);
         }
         Ok(envelope)
     }
@@ -155,7 +163,6 @@ impl Envelope {
             .with_correlation_id(ShortString::from(self.correlation_id.to_string()))
             .with_type(ShortString::from(self.message_type.clone()))
             .with_timestamp(u64::try_from(self.sent_at.timestamp()).unwrap_or_default())
-            .with_app_id(ShortString::from("q2c"))
             .with_headers(headers)
     }
 }
@@ -221,6 +228,18 @@ mod tests {
         assert!(matches!(
             Envelope::decode(b"not json"),
             Err(Error::Malformed(_))
+        ));
+        let mut envelope = command();
+        envelope.schema_version = 0;
+        assert!(matches!(
+            Envelope::decode(&envelope.encode()),
+            Err(Error::UnsupportedVersion(0))
+        ));
+        let mut envelope = command();
+        envelope.attempt = 0;
+        assert!(matches!(
+            Envelope::decode(&envelope.encode()),
+            Err(Error::ZeroAttempt)
         ));
     }
 }
