@@ -5,11 +5,13 @@ mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use q2c_contract::Topology;
 use q2c_core::definition::Definition;
+use q2c_http::ApiToken;
 use q2c_runtime::crash::CrashSwitch;
 use q2c_store::Store;
 use sqlx::postgres::PgPoolOptions;
@@ -34,7 +36,8 @@ enum Command {
     },
     /// Apply the database schema (DATABASE_URL).
     Migrate,
-    /// Run the orchestrator: relay commands, apply replies, fire timers.
+    /// Run the orchestrator: the HTTP API, and relaying commands, applying
+    /// replies and firing timers.
     Serve {
         /// Directory of `*.toml` workflow definitions.
         #[arg(long, env = "Q2C_WORKFLOWS_DIR", default_value = "workflows")]
@@ -43,6 +46,33 @@ enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
+    /// Run simulated ERP, billing, payment and Salesforce-status connectors
+    /// that speak the message contract (AMQP_URL, Q2C_AMQP_PREFIX).
+    Sim(SimArgs),
+}
+
+/// How the simulated connectors behave.
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Connectors to leave out, e.g. `--without salesforce` when a real
+    /// Salesforce connector reports statuses.
+    #[arg(long, value_delimiter = ',')]
+    without: Vec<String>,
+    /// Added before every reply, e.g. `50ms`.
+    #[arg(long, env = "Q2C_SIM_LATENCY", default_value = "0ms", value_parser = humantime::parse_duration)]
+    latency: std::time::Duration,
+    /// Share of commands answered with a retryable failure (0 to 1).
+    #[arg(long, env = "Q2C_SIM_FAILURE_RATE", default_value_t = 0.0)]
+    failure_rate: f64,
+    /// Leave the first attempt of every command unanswered (a timeout).
+    #[arg(long, env = "Q2C_SIM_IGNORE_FIRST_ATTEMPT")]
+    ignore_first_attempt: bool,
+    /// Seed for the failure draws, for repeatable runs.
+    #[arg(long, env = "Q2C_SIM_SEED")]
+    seed: Option<u64>,
+    /// Append every delivery, effect and reply to this JSON Lines file.
+    #[arg(long, env = "Q2C_SIM_LEDGER")]
+    ledger: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +84,7 @@ fn main() -> ExitCode {
             workflows,
             no_migrate,
         } => with_runtime(serve(workflows, no_migrate)),
+        Command::Sim(args) => with_runtime(sim(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +163,29 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     for (path, definition) in &definitions {
         check_routes(path, definition)?;
     }
+    let intake_name =
+        settings::optional("Q2C_INTAKE_WORKFLOW").unwrap_or_else(|| "quote-to-cash".into());
+    let intake = definitions
+        .iter()
+        .find(|(_, definition)| definition.name() == intake_name)
+        .map(|(_, definition)| Arc::new(definition.clone()))
+        .ok_or_else(|| {
+            settings::invalid(
+                "Q2C_INTAKE_WORKFLOW",
+                format!(
+                    "no workflow named `{intake_name}` in {}",
+                    directory.display()
+                ),
+            )
+        })?;
+    let token = settings::required(
+        "Q2C_API_TOKEN",
+        "set it to a secret of at least 16 characters that API clients send as \
+         `Authorization: Bearer <token>` (for example: export Q2C_API_TOKEN=$(openssl rand -hex 24))",
+    )?;
+    let token = ApiToken::new(&token).map_err(|error| settings::invalid("Q2C_API_TOKEN", error))?;
+    let http_address =
+        settings::optional("Q2C_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
     let amqp_url = settings::required(
         "AMQP_URL",
         "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
@@ -141,31 +195,102 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
     let crash =
         CrashSwitch::from_env().map_err(|error| settings::invalid("Q2C_CRASH_AT", error))?;
-
-    let pool = connect().await?;
-    if !no_migrate {
-        q2c_store::migrate(&pool).await?;
-    }
     let mut relay = q2c_runtime::relay::RelaySettings::default();
     if let Some(lease) = settings::optional("Q2C_OUTBOX_LEASE") {
         relay.lease = humantime::parse_duration(&lease)
             .map_err(|error| settings::invalid("Q2C_OUTBOX_LEASE", error))?;
     }
-    let settings = q2c_runtime::Settings {
-        amqp_url,
+    let ready_file = settings::optional_path("Q2C_READY_FILE");
+
+    let pool = connect().await?;
+    if !no_migrate {
+        q2c_store::migrate(&pool).await?;
+    }
+    let store = Store::new(pool);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let (listener, address) = q2c_http::bind(&http_address).await.map_err(|error| {
+        settings::invalid(
+            "Q2C_HTTP_ADDR",
+            format!("cannot listen on {http_address}: {error}"),
+        )
+    })?;
+
+    let (ready, mut is_ready) = tokio::sync::watch::channel(false);
+    let runtime_settings = q2c_runtime::Settings {
+        amqp_url: amqp_url.clone(),
         topology,
         relay,
         consumer: Default::default(),
         timers: Default::default(),
         crash,
-        ready_file: settings::optional_path("Q2C_READY_FILE"),
+        instance: uuid::Uuid::now_v7(),
+        ready: Arc::new(ready),
     };
-
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    tracing::info!(workflows = definitions.len(), "q2c serving");
-    q2c_runtime::serve(Store::new(pool), settings, shutdown).await;
+    let state = q2c_http::AppState {
+        store: store.clone(),
+        definition: intake,
+        token,
+        amqp_url,
+        metrics,
+    };
+    let http = tokio::spawn(q2c_http::serve(listener, state, shutdown.clone()));
+    let runtime = tokio::spawn(q2c_runtime::serve(
+        store,
+        runtime_settings,
+        shutdown.clone(),
+    ));
+    tracing::info!(workflows = definitions.len(), %address, "q2c serving");
+
+    tokio::select! {
+        _ = is_ready.wait_for(|ready| *ready) => {
+            if let Some(path) = &ready_file {
+                let content = serde_json::json!({"pid": std::process::id(), "http": address.to_string()});
+                std::fs::write(path, format!("{content}\n"))
+                    .with_context(|| format!("Q2C_READY_FILE: cannot write {}", path.display()))?;
+            }
+        }
+        () = shutdown.cancelled() => {}
+    }
+    let (http, runtime) = tokio::join!(http, runtime);
+    http.context("the HTTP server task")?
+        .context("the HTTP server")?;
+    runtime.context("the runtime task")?;
     tracing::info!("q2c stopped");
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let amqp_url = settings::required(
+        "AMQP_URL",
+        "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
+    )?;
+    let prefix = settings::optional("Q2C_AMQP_PREFIX").unwrap_or_default();
+    let topology =
+        Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
+    let mut sim = q2c_sim::SimSettings::new(amqp_url, topology)
+        .without(&args.without)
+        .context("--without")?;
+    sim.latency = args.latency;
+    sim.failure_rate = args.failure_rate;
+    sim.ignore_first_attempt = args.ignore_first_attempt;
+    sim.seed = args.seed;
+    sim.ledger = args.ledger;
+    sim.validate()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    tracing::info!(connectors = ?sim.connectors, "simulated connectors starting");
+    let running = q2c_sim::Sim::start(sim).await?;
+    if let Some(path) = settings::optional_path("Q2C_READY_FILE") {
+        let content = serde_json::json!({"pid": std::process::id()});
+        std::fs::write(&path, format!("{content}\n"))
+            .with_context(|| format!("Q2C_READY_FILE: cannot write {}", path.display()))?;
+    }
+    running.run_until(shutdown).await?;
+    tracing::info!("simulated connectors stopped");
     Ok(())
 }
 

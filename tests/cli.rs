@@ -88,3 +88,84 @@ fn check_refuses_an_empty_directory() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("holds no workflow definitions"));
 }
+
+/// `q2c migrate` applies the schema to the database `DATABASE_URL` names.
+#[tokio::test]
+async fn migrate_applies_the_schema() {
+    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+        panic!("DATABASE_URL is set (deploy/test.sh sets it)");
+    };
+    let name = format!("cli_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(head, _)| head);
+    let url = format!("{base}/{name}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("q2c runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let database = sqlx::PgPool::connect(&url).await.expect("connect");
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN \
+         ('workflows', 'outbox', 'inbox', 'timers', 'dead_letters', 'intake_events')",
+    )
+    .fetch_one(&database)
+    .await
+    .expect("count tables");
+    assert_eq!(tables, 6);
+    database.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop database");
+}
+
+#[test]
+fn serve_refuses_to_start_without_an_api_token() {
+    let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
+        .arg("serve")
+        .env_remove("Q2C_API_TOKEN")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("AMQP_URL", "amqp://127.0.0.1:1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("q2c runs");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("Q2C_API_TOKEN: is not set"), "{stderr}");
+}
+
+#[test]
+fn serve_names_the_step_and_problem_of_an_invalid_definition() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/quote-to-cash.toml"),
+    )
+    .expect("shipped definition");
+    let broken = shipped.replacen("max_attempts = 5", "max_attempts = 0", 1);
+    std::fs::write(directory.path().join("quote-to-cash.toml"), broken).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
+        .args([
+            "serve",
+            "--workflows",
+            &directory.path().display().to_string(),
+        ])
+        .env("Q2C_API_TOKEN", "test-token-0123456789abcdef")
+        .output()
+        .expect("q2c runs");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("quote-to-cash.toml"), "{stderr}");
+    assert!(stderr.contains("step `create_order`"), "{stderr}");
+    assert!(stderr.contains("max_attempts is zero"), "{stderr}");
+}

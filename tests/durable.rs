@@ -28,7 +28,7 @@ async fn quotes_flow_through_every_step_once() {
     ledger.assert_no_effect_twice();
     assert_eq!(ledger.effects_of("erp.create_order"), 10);
     assert_eq!(ledger.effects_of("salesforce.report_status"), 10);
-    serve.terminate().await;
+    assert!(serve.terminate().await.success(), "a clean exit on SIGTERM");
     connector.stop();
     world.cleanup().await;
 }
@@ -73,7 +73,10 @@ async fn survives_a_crash_at(point: &str) {
     ] {
         assert_eq!(ledger.effects_of(command), 10, "{command} once per quote");
     }
-    restarted.terminate().await;
+    assert!(
+        restarted.terminate().await.success(),
+        "a clean exit on SIGTERM"
+    );
     connector.stop();
     world.cleanup().await;
 }
@@ -126,7 +129,7 @@ async fn the_same_reply_delivered_twice_makes_one_transition() {
     })
     .await;
     connector.ledger().assert_no_effect_twice();
-    serve.terminate().await;
+    assert!(serve.terminate().await.success(), "a clean exit on SIGTERM");
     connector.stop();
     world.cleanup().await;
 }
@@ -188,7 +191,7 @@ async fn poison_messages_are_dead_lettered_and_the_next_message_is_processed() {
             "no dead letter says `{expected}`: {reasons:?}"
         );
     }
-    serve.terminate().await;
+    assert!(serve.terminate().await.success(), "a clean exit on SIGTERM");
     connector.stop();
     world.cleanup().await;
 }
@@ -207,8 +210,11 @@ async fn two_orchestrators_on_one_database_complete_every_workflow_once() {
     let ledger = connector.ledger();
     ledger.assert_no_effect_twice();
     assert_eq!(ledger.effects_of("payment.collect"), 20);
-    first.terminate().await;
-    second.terminate().await;
+    assert!(first.terminate().await.success(), "a clean exit on SIGTERM");
+    assert!(
+        second.terminate().await.success(),
+        "a clean exit on SIGTERM"
+    );
     connector.stop();
     world.cleanup().await;
 }
@@ -262,7 +268,10 @@ async fn a_timer_due_while_the_process_is_down_fires_after_restart() {
         .collect();
     assert_eq!(attempts, [1, 2], "retried after the restart");
     ledger.assert_no_effect_twice();
-    restarted.terminate().await;
+    assert!(
+        restarted.terminate().await.success(),
+        "a clean exit on SIGTERM"
+    );
     connector.stop();
     world.cleanup().await;
 }

@@ -188,11 +188,16 @@ impl Drop for World {
     }
 }
 
+/// The API token test processes use.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
 /// A `q2c serve` process.
 pub struct Orchestrator {
     child: Child,
     ready_file: PathBuf,
     log: PathBuf,
+    /// Where its HTTP API listens.
+    pub http: String,
 }
 
 impl Orchestrator {
@@ -216,6 +221,8 @@ impl Orchestrator {
             .env("AMQP_URL", &world.amqp_url)
             .env("Q2C_AMQP_PREFIX", world.topology.prefix())
             .env("Q2C_READY_FILE", &ready_file)
+            .env("Q2C_HTTP_ADDR", "127.0.0.1:0")
+            .env("Q2C_API_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .env_remove("Q2C_CRASH_AT")
             .stdin(Stdio::null())
@@ -230,6 +237,7 @@ impl Orchestrator {
             child,
             ready_file,
             log: log_path,
+            http: String::new(),
         };
         orchestrator.wait_ready().await;
         orchestrator
@@ -238,13 +246,24 @@ impl Orchestrator {
     async fn wait_ready(&mut self) {
         let ready = self.ready_file.clone();
         let start = tokio::time::Instant::now();
-        while !ready.exists() {
+        loop {
+            let announced = std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            if let Some(http) = announced.as_ref().and_then(|ready| ready["http"].as_str()) {
+                self.http = format!("http://{http}");
+                return;
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("q2c serve exited before it was ready: {status}");
+                panic!(
+                    "q2c serve exited before it was ready: {status}\n{}",
+                    self.log_tail()
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "q2c serve not ready in 30s"
+                "q2c serve not ready in 30s\n{}",
+                self.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

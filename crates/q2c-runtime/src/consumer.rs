@@ -13,6 +13,7 @@
 //! is never lost and never blocks the queue.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -95,8 +96,13 @@ impl<C: Clock> ReplyConsumer<C> {
         }
     }
 
-    /// Consumes until shutdown; the batch in hand is finished first.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    /// Consumes until shutdown; the batch in hand is finished first. `ready`
+    /// is set once the broker has accepted the consumer.
+    pub async fn run(
+        self,
+        ready: Arc<tokio::sync::watch::Sender<bool>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
         let broker = |doing| move |source| Error::Broker { doing, source };
         self.channel
             .basic_qos(self.settings.prefetch, BasicQosOptions::default())
@@ -112,6 +118,7 @@ impl<C: Clock> ReplyConsumer<C> {
             )
             .await
             .map_err(broker("consuming replies"))?;
+        ready.send_replace(true);
 
         loop {
             let first = tokio::select! {
@@ -208,6 +215,7 @@ impl<C: Clock> ReplyConsumer<C> {
             }
             Err(
                 error @ (q2c_store::Error::UnknownWorkflow(_)
+                | q2c_store::Error::UnknownReplyType { .. }
                 | q2c_store::Error::CorruptRecord { .. }),
             ) => {
                 self.dead_letter(
@@ -225,6 +233,11 @@ impl<C: Clock> ReplyConsumer<C> {
                         .await
                 } else {
                     tracing::warn!(%error, message_id = %reply.message_id, deliveries, "reply not applied; it will be redelivered");
+                    // Give a passing fault (a deadlock, a failover) time to
+                    // pass before the delivery comes back and counts again.
+                    let pause = Duration::from_millis(500)
+                        .saturating_mul(u32::try_from(deliveries).unwrap_or(u32::MAX));
+                    tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
                     reply
                         .delivery
                         .nack(BasicNackOptions {
@@ -249,6 +262,7 @@ impl<C: Clock> ReplyConsumer<C> {
         reason: &str,
     ) -> Result<(), Error> {
         tracing::error!(message_id = message_id.as_deref().unwrap_or("-"), routing_key = %delivery.routing_key, reason, "reply dead-lettered");
+        metrics::counter!("q2c_dead_letters_total").increment(1);
         let letter = DeadLetter {
             message_id,
             reason: reason.to_owned(),
@@ -284,6 +298,11 @@ fn log_applied(reply: &Parsed, applied: &Applied) -> usize {
             status, commands, ..
         } => {
             tracing::info!(workflow_id = %reply.workflow_id, message_id = %reply.message_id, status = status.as_str(), "reply applied");
+            metrics::counter!("q2c_replies_applied_total").increment(1);
+            if status.is_terminal() {
+                metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str())
+                    .increment(1);
+            }
             *commands
         }
         Applied::Ignored { reason } | Applied::Refused { reason } => {

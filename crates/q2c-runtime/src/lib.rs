@@ -52,9 +52,11 @@ pub struct Settings {
     pub timers: TimerSettings,
     /// Crash injection (tests only).
     pub crash: CrashSwitch,
-    /// Written (with the process id) once the runtime is consuming, so that
-    /// whoever started the process knows when it is ready.
-    pub ready_file: Option<std::path::PathBuf>,
+    /// This process's identity, e.g. as the owner of outbox leases.
+    pub instance: uuid::Uuid,
+    /// Set to true once the runtime is consuming, so that whoever started
+    /// it knows when it is ready.
+    pub ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// What stops the runtime.
@@ -80,10 +82,19 @@ pub enum Error {
     /// The broker cancelled the reply consumer (queue deleted?).
     #[error("the broker cancelled the reply consumer")]
     ConsumerCancelled,
+    /// Connecting to the broker and declaring the topology took too long.
+    #[error("connecting to the broker took longer than {SETUP_TIMEOUT:?}")]
+    SetupTimeout,
+    /// A task panicked or stopped when it should not have.
+    #[error("a runtime task failed: {0}")]
+    TaskFailed(String),
     /// Listening for database notifications failed.
     #[error("listening for database notifications failed: {0}")]
     Listen(sqlx::Error),
 }
+
+/// How long connecting to the broker and declaring the topology may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs relay, consumer and timers on one broker connection until shutdown
 /// or until one of them fails (then the others are stopped too).
@@ -92,25 +103,12 @@ pub async fn run(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let connection = Connection::connect(&settings.amqp_url, ConnectionProperties::default())
-        .await
-        .map_err(|source| Error::Broker {
-            doing: "connecting",
-            source,
-        })?;
-    let channel = |doing| {
-        let connection = &connection;
-        async move {
-            connection
-                .create_channel()
-                .await
-                .map_err(|source| Error::Broker { doing, source })
-        }
+    let setup = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        setup = tokio::time::timeout(SETUP_TIMEOUT, connect(settings)) => setup,
     };
-    settings
-        .topology
-        .declare(&channel("declaring the topology").await?)
-        .await?;
+    let (connection, channels) = setup.map_err(|_| Error::SetupTimeout)??;
+    let [relay_channel, consumer_channel] = channels;
 
     let relay_wake = Arc::new(Notify::new());
     let timers_wake = Arc::new(Notify::new());
@@ -119,9 +117,10 @@ pub async fn run(
 
     let relay = Relay::new(
         store.clone(),
-        channel("opening the relay channel").await?,
+        relay_channel,
         settings.topology.clone(),
         settings.relay,
+        settings.instance,
         settings.crash.clone(),
         SystemClock,
     )
@@ -130,14 +129,14 @@ pub async fn run(
 
     let consumer = ReplyConsumer::new(
         store.clone(),
-        channel("opening the consumer channel").await?,
+        consumer_channel,
         settings.topology.clone(),
         settings.consumer,
         settings.crash.clone(),
         SystemClock,
         relay_wake.clone(),
     );
-    tasks.spawn(consumer.run(stop.clone()));
+    tasks.spawn(consumer.run(settings.ready.clone(), stop.clone()));
 
     tasks.spawn({
         let (store, settings, relay_wake, timers_wake, stop) = (
@@ -155,25 +154,22 @@ pub async fn run(
     });
     tasks.spawn(listen(store, relay_wake, timers_wake, stop.clone()));
     tracing::info!(prefix = settings.topology.prefix(), "runtime started");
-    if let Some(path) = &settings.ready_file
-        && let Err(error) = std::fs::write(path, format!("{}\n", std::process::id()))
-    {
-        tracing::warn!(path = %path.display(), %error, "could not write the ready file");
-    }
 
     let mut outcome = Ok(());
     while let Some(finished) = tasks.join_next().await {
-        let result = finished.unwrap_or_else(|error| {
-            tracing::error!(%error, "a runtime task panicked");
-            Ok(())
-        });
+        let result = match finished {
+            Ok(result) => result,
+            Err(error) => Err(Error::TaskFailed(error.to_string())),
+        };
+        let result = match result {
+            // A task only returns on its own at shutdown.
+            Ok(()) if !stop.is_cancelled() => Err(Error::TaskFailed("a task stopped early".into())),
+            other => other,
+        };
         if let Err(error) = result {
             if outcome.is_ok() {
                 outcome = Err(error);
             }
-            stop.cancel();
-        } else if !stop.is_cancelled() {
-            // A task only returns Ok on shutdown; anything else is a failure.
             stop.cancel();
         }
     }
@@ -186,6 +182,29 @@ pub async fn run(
         tracing::warn!("the broker did not acknowledge closing the connection");
     }
     outcome
+}
+
+/// Connects, declares the topology and opens the relay's and the
+/// consumer's channels.
+async fn connect(settings: &Settings) -> Result<(Connection, [lapin::Channel; 2]), Error> {
+    let broker = |doing| move |source| Error::Broker { doing, source };
+    let connection = Connection::connect(&settings.amqp_url, ConnectionProperties::default())
+        .await
+        .map_err(broker("connecting"))?;
+    let declaring = connection
+        .create_channel()
+        .await
+        .map_err(broker("opening a channel"))?;
+    settings.topology.declare(&declaring).await?;
+    let relay = connection
+        .create_channel()
+        .await
+        .map_err(broker("opening the relay channel"))?;
+    let consumer = connection
+        .create_channel()
+        .await
+        .map_err(broker("opening the consumer channel"))?;
+    Ok((connection, [relay, consumer]))
 }
 
 /// Runs the runtime until shutdown, reconnecting after failures (a broker

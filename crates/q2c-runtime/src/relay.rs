@@ -66,12 +66,15 @@ pub struct Relay<C> {
 }
 
 impl<C: Clock> Relay<C> {
-    /// Puts `channel` in confirm mode and makes a relay of it.
+    /// Puts `channel` in confirm mode and makes a relay of it. `owner`
+    /// names this process's leases: it stays the same across reconnects, so
+    /// rows claimed before a broker failure are taken again at once.
     pub async fn new(
         store: Store,
         channel: Channel,
         topology: Topology,
         settings: RelaySettings,
+        owner: Uuid,
         crash: CrashSwitch,
         clock: C,
     ) -> Result<Self, Error> {
@@ -86,7 +89,7 @@ impl<C: Clock> Relay<C> {
             store,
             channel,
             topology,
-            owner: Uuid::now_v7(),
+            owner,
             settings,
             crash,
             clock,
@@ -129,19 +132,21 @@ impl<C: Clock> Relay<C> {
         let exchange = self.topology.commands_exchange();
         let mut in_flight = Vec::with_capacity(claimed.len());
         for row in &claimed {
-            let published = self
-                .channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    row.envelope.message_type.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &row.envelope.encode(),
-                    row.envelope.properties(),
-                )
+            let body = row.envelope.encode();
+            let publishing = self.channel.basic_publish(
+                exchange.as_str().into(),
+                row.envelope.message_type.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                row.envelope.properties(),
+            );
+            // A blocked connection (a broker alarm) would hold this forever.
+            let published = tokio::time::timeout(self.settings.confirm_timeout, publishing)
                 .await
+                .map_err(|_| Error::ConfirmTimeout)?
                 .map_err(|source| Error::Broker {
                     doing: "publishing a command",
                     source,

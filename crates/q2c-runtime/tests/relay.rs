@@ -66,6 +66,7 @@ async fn confirmed_commands_are_published_and_marked_sent(pool: PgPool) {
         connection.create_channel().await.unwrap(),
         topology.clone(),
         RelaySettings::default(),
+        uuid::Uuid::now_v7(),
         CrashSwitch::disabled(),
         SystemClock,
     )
@@ -130,6 +131,7 @@ async fn an_unroutable_command_is_not_marked_sent_and_is_reported(pool: PgPool) 
         connection.create_channel().await.unwrap(),
         topology.clone(),
         RelaySettings::default(),
+        uuid::Uuid::now_v7(),
         CrashSwitch::disabled(),
         SystemClock,
     )

@@ -35,15 +35,17 @@ pub struct Stored {
 }
 
 impl Store {
-    /// Keeps a message that could not be processed.
+    /// Keeps a message that could not be processed, once per message id;
+    /// returns the new row's id, or `None` if it was already kept.
     pub async fn record_dead_letter(
         &self,
         letter: &DeadLetter,
         now: DateTime<Utc>,
-    ) -> Result<i64, Error> {
-        let (id,): (i64,) = sqlx::query_as(
+    ) -> Result<Option<i64>, Error> {
+        let id: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO dead_letters (message_id, reason, exchange, routing_key, headers, body, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id",
         )
         .bind(letter.message_id.as_deref())
         .bind(&letter.reason)
@@ -52,9 +54,9 @@ impl Store {
         .bind(&letter.headers)
         .bind(&letter.body)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_optional(self.pool())
         .await?;
-        Ok(id)
+        Ok(id.map(|(id,)| id))
     }
 
     /// The most recent dead letters, newest first.

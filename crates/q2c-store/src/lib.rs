@@ -12,6 +12,8 @@
 //!   them sent once the broker has confirmed them.
 //! - [`timers`]: finding timers that are due.
 //! - [`dead_letters`]: keeping messages that could not be processed.
+//! - [`intake`]: admitting platform events once each.
+//! - [`queries`]: listing workflows and reading their history.
 //! - [`record`]: how a saga record is split between its row and the
 //!   content-addressed definition table.
 //!
@@ -20,7 +22,9 @@
 //! version bumped by each transition.
 
 pub mod dead_letters;
+pub mod intake;
 pub mod outbox;
+pub mod queries;
 mod record;
 pub mod timers;
 pub mod workflows;
@@ -82,6 +86,22 @@ pub enum Error {
         quote_id: String,
         /// Its live workflow.
         workflow_id: uuid::Uuid,
+    },
+    /// A reply whose type no step of the workflow's definition answers with.
+    #[error("workflow {workflow_id} expects no reply of type `{reply_type}`")]
+    UnknownReplyType {
+        /// The workflow.
+        workflow_id: uuid::Uuid,
+        /// The reply's type.
+        reply_type: String,
+    },
+    /// An admitted event's stored answer is unreadable.
+    #[error("intake event {event_uuid} has an unreadable outcome `{outcome}`")]
+    CorruptIntake {
+        /// The event.
+        event_uuid: String,
+        /// What is stored.
+        outcome: String,
     },
     /// A stored record could not be read back; the row needs a person.
     #[error("workflow {workflow_id}: stored record is unreadable: {reason}")]

@@ -37,8 +37,9 @@ pub struct Backlog {
 }
 
 impl Store {
-    /// Claims up to `limit` unsent rows whose lease is free or expired, for
-    /// `lease`. Rows locked by another claim in progress are skipped.
+    /// Claims up to `limit` unsent rows whose lease is free, expired, or
+    /// already `owner`'s (taken before a reconnect), for `lease`. Rows locked
+    /// by another claim in progress are skipped.
     pub async fn claim_outbox(
         &self,
         owner: Uuid,
@@ -52,7 +53,8 @@ impl Store {
                  publish_attempts = publish_attempts + 1 \
              WHERE id IN ( \
                  SELECT id FROM outbox \
-                 WHERE sent_at IS NULL AND (lease_until IS NULL OR lease_until < $3) \
+                 WHERE sent_at IS NULL \
+                   AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1) \
                  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING id, body, publish_attempts",
         )

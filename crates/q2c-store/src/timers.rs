@@ -49,4 +49,21 @@ impl Store {
             .await?;
         Ok(next)
     }
+
+    /// Moves a timer that could not be fired to `until`, so it does not
+    /// hold up the timers behind it while someone looks into it.
+    pub async fn postpone_timer(
+        &self,
+        workflow_id: WorkflowId,
+        timer: &TimerId,
+        until: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query("UPDATE timers SET due_at = $3 WHERE workflow_id = $1 AND timer_key = $2")
+            .bind(workflow_id.as_uuid())
+            .bind(timer.to_string())
+            .bind(until)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
 }

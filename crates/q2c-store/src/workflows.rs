@@ -8,7 +8,7 @@ use q2c_core::definition::Definition;
 use q2c_core::domain::ids::WorkflowId;
 use q2c_core::domain::quote::Quote;
 use q2c_core::saga::{Command, Disposition, Effect, Event, Saga, Status, TimerId};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::record::{from_state, to_state};
@@ -89,72 +89,17 @@ impl Store {
         quote: Quote,
         now: DateTime<Utc>,
     ) -> Result<Started, Error> {
-        let (saga, effects) = Saga::start(workflow_id, definition, quote, now);
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO workflow_definitions (hash, name, source) VALUES ($1, $2, $3) \
-             ON CONFLICT (hash) DO NOTHING",
-        )
-        .bind(saga.definition().hash().as_str())
-        .bind(saga.definition().name())
-        .bind(saga.definition().source())
-        .execute(&mut *tx)
-        .await?;
-
-        let quote = saga.quote();
-        let inserted = sqlx::query(
-            "INSERT INTO workflows (id, definition_hash, definition_name, quote_id, quote_number, \
-             account_id, opportunity_id, status, outcome, state, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
-        )
-        .bind(workflow_id.as_uuid())
-        .bind(saga.definition().hash().as_str())
-        .bind(saga.definition().name())
-        .bind(quote.quote_id().as_str())
-        .bind(quote.quote_number())
-        .bind(quote.account_id().as_str())
-        .bind(quote.opportunity_id().as_str())
-        .bind(saga.status().as_str())
-        .bind(saga.outcome().map(|outcome| outcome.as_str()))
-        .bind(to_state(&saga.record())?)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(sqlx::Error::Database(error)) = &inserted
-            && error.constraint() == Some("workflows_one_live_per_quote")
-        {
-            drop(tx);
-            return Err(self.live_workflow_conflict(quote.quote_id().as_str()).await);
-        }
-        inserted?;
-
-        write_effects(&mut tx, workflow_id, &effects, now).await?;
-        tx.commit().await?;
-        Ok(Started {
-            workflow_id,
-            status: saga.status(),
-        })
-    }
-
-    async fn live_workflow_conflict(&self, quote_id: &str) -> Error {
-        let live: Result<Option<(Uuid,)>, _> = sqlx::query_as(
-            "SELECT id FROM workflows WHERE quote_id = $1 \
-             AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled')",
-        )
-        .bind(quote_id)
-        .fetch_optional(self.pool())
-        .await;
-        match live {
-            Ok(Some((workflow_id,))) => Error::QuoteHasLiveWorkflow {
-                quote_id: quote_id.to_owned(),
-                workflow_id,
-            },
-            // The live workflow finished in between: report the race as it was.
-            Ok(None) => Error::QuoteHasLiveWorkflow {
-                quote_id: quote_id.to_owned(),
-                workflow_id: Uuid::nil(),
-            },
-            Err(error) => Error::Database(error),
+        let quote_id = quote.quote_id().as_str().to_owned();
+        match start_in(&mut tx, workflow_id, definition, quote, now).await? {
+            StartOutcome::Started(started) => {
+                tx.commit().await?;
+                Ok(started)
+            }
+            StartOutcome::QuoteHasLiveWorkflow(live) => Err(Error::QuoteHasLiveWorkflow {
+                quote_id,
+                workflow_id: *live.as_uuid(),
+            }),
         }
     }
 
@@ -177,6 +122,82 @@ impl Store {
         let mut connection = self.pool().acquire().await?;
         load_row(&mut connection, workflow_id, false).await
     }
+}
+
+/// What starting a workflow inside a transaction came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The workflow exists now, with its first command queued.
+    Started(Started),
+    /// The quote already has this live workflow; nothing was written.
+    QuoteHasLiveWorkflow(WorkflowId),
+}
+
+/// Starts a workflow inside a caller's transaction. When the quote already
+/// has a live workflow, says which, and the transaction stays usable.
+pub async fn start_in(
+    tx: &mut Transaction<'_, Postgres>,
+    workflow_id: WorkflowId,
+    definition: Arc<Definition>,
+    quote: Quote,
+    now: DateTime<Utc>,
+) -> Result<StartOutcome, Error> {
+    let (saga, effects) = Saga::start(workflow_id, definition, quote, now);
+    sqlx::query(
+        "INSERT INTO workflow_definitions (hash, name, source) VALUES ($1, $2, $3) \
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(saga.definition().hash().as_str())
+    .bind(saga.definition().name())
+    .bind(saga.definition().source())
+    .execute(&mut **tx)
+    .await?;
+
+    let quote = saga.quote();
+    // The live-quote index can refuse the row; a savepoint keeps the
+    // caller's transaction usable when it does.
+    let mut savepoint = tx.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO workflows (id, definition_hash, definition_name, quote_id, quote_number, \
+         account_id, opportunity_id, status, outcome, state, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+    )
+    .bind(workflow_id.as_uuid())
+    .bind(saga.definition().hash().as_str())
+    .bind(saga.definition().name())
+    .bind(quote.quote_id().as_str())
+    .bind(quote.quote_number())
+    .bind(quote.account_id().as_str())
+    .bind(quote.opportunity_id().as_str())
+    .bind(saga.status().as_str())
+    .bind(saga.outcome().map(|outcome| outcome.as_str()))
+    .bind(to_state(&saga.record())?)
+    .bind(now)
+    .execute(&mut *savepoint)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(error))
+            if error.constraint() == Some("workflows_one_live_per_quote") =>
+        {
+            savepoint.rollback().await?;
+            let (live,): (Uuid,) = sqlx::query_as(
+                "SELECT id FROM workflows WHERE quote_id = $1 \
+                 AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled')",
+            )
+            .bind(quote.quote_id().as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok(StartOutcome::QuoteHasLiveWorkflow(WorkflowId::new(live)));
+        }
+        Err(error) => return Err(error.into()),
+        Ok(_) => savepoint.commit().await?,
+    }
+
+    write_effects(tx, workflow_id, &effects, now).await?;
+    Ok(StartOutcome::Started(Started {
+        workflow_id,
+        status: saga.status(),
+    }))
 }
 
 /// Applies an event inside a caller's transaction, so several can share one
@@ -221,6 +242,14 @@ pub async fn apply_in(
         Trigger::Request => {}
     }
 
+    if let Event::ReplyReceived(reply) = event
+        && !loaded.saga.definition().knows_reply_type(&reply.reply_type)
+    {
+        return Err(Error::UnknownReplyType {
+            workflow_id: *workflow_id.as_uuid(),
+            reply_type: reply.reply_type.clone(),
+        });
+    }
     let decision = loaded.saga.handle(event, now);
     match decision.disposition {
         Disposition::Ignored { reason } => return Ok(Applied::Ignored { reason }),

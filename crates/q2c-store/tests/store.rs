@@ -239,6 +239,12 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
     let claimed = store.claim_outbox(crashed, lease, 10, t0()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].envelope.message_type, "erp.create_order");
+    let reclaimed = store.claim_outbox(crashed, lease, 10, t0()).await.unwrap();
+    assert_eq!(
+        reclaimed.len(),
+        1,
+        "the owner takes its own rows again at once"
+    );
     assert!(
         store
             .claim_outbox(survivor, lease, 10, t0())
@@ -253,7 +259,7 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
         .await
         .unwrap();
     assert_eq!(taken_over.len(), 1);
-    assert_eq!(taken_over[0].publish_attempts, 2);
+    assert_eq!(taken_over[0].publish_attempts, 3);
     assert_eq!(store.outbox_backlog().await.unwrap().unsent, 1);
 
     assert_eq!(
@@ -422,7 +428,18 @@ async fn dead_letters_keep_the_message_whole(pool: PgPool) {
         headers: json!({"content_type": "application/json"}),
         body: b"\x00not json".to_vec(),
     };
-    store.record_dead_letter(&letter, t0()).await.unwrap();
+    assert!(
+        store
+            .record_dead_letter(&letter, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.record_dead_letter(&letter, t0()).await.unwrap(),
+        None,
+        "a redelivered message is kept once"
+    );
     let stored = store.dead_letters(10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].letter, letter);

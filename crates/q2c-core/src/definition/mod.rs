@@ -80,6 +80,18 @@ impl Definition {
         self.steps.iter().position(|step| step.name == name)
     }
 
+    /// Whether any step or compensation of this definition answers with
+    /// `reply_type`: a reply of any other type cannot concern it.
+    pub fn knows_reply_type(&self, reply_type: &str) -> bool {
+        self.steps.iter().any(|step| {
+            std::iter::once(&step.command)
+                .chain(step.compensation.as_ref())
+                .any(|command| {
+                    command.success_reply == reply_type || command.failure_reply == reply_type
+                })
+        })
+    }
+
     /// The exact text this definition was parsed from.
     pub fn source(&self) -> &str {
         &self.source

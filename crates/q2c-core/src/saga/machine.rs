@@ -41,6 +41,13 @@
 //! | suspended | late success of the halted command | onwards, as if it had come in time |
 //! | finished | anything | nothing; requests are refused |
 //!
+//! A failure reply counts only for the attempt sent last. A retry keeps the
+//! idempotency key, and connectors replay non-retryable failures for a key,
+//! so the attempt in flight will get the same answer; a failure of an
+//! earlier attempt is therefore stale, and waiting for the attempt in flight
+//! keeps one command in flight. A success of any attempt of the key counts:
+//! the effect happened.
+//!
 //! The end of the money flow sets the outcome and runs the notification
 //! steps in order; the last one finishing leads to the terminal state named
 //! after the outcome. Everything else (duplicates, other steps' replies,

@@ -1,0 +1,80 @@
+//! The HTTP API: where events come in and where anyone can see where each
+//! quote stands.
+//!
+//! # Layout
+//!
+//! - [`auth`]: the bearer token every `/api/v1` route requires.
+//! - [`problem`]: RFC 9457 problem details, the one error shape.
+//! - `events`: `POST /api/v1/events`, intake of Salesforce platform events.
+//! - `workflows`: `GET /api/v1/workflows` and `GET /api/v1/workflows/{id}`.
+//! - `health`: `/healthz`, `/readyz` and `/metrics`, which need no token.
+
+pub mod auth;
+mod events;
+mod health;
+pub mod problem;
+mod workflows;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use q2c_core::definition::Definition;
+use q2c_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::ApiToken;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The workflow that accepted quotes start.
+    pub definition: Arc<Definition>,
+    /// The token `/api/v1` requires.
+    pub token: ApiToken,
+    /// The broker, for readiness.
+    pub amqp_url: String,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/events", post(events::accept))
+        .route("/workflows", get(workflows::list))
+        .route("/workflows/{id}", get(workflows::detail))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+}
+
+/// Binds `address` (port 0 picks a free one) and says where it listens.
+pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves until shutdown; requests in progress are finished first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,83 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+//!
+//! Client errors say what is wrong, field by field; server errors are logged
+//! whole and answered with an opaque 500, so internals never leak.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// A problem to answer with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// Extension members (e.g. `errors`, `workflow_id`).
+    #[serde(flatten)]
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem of `status` with a kind slug like `invalid-event`.
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://q2c.invalid/problems/{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: Value) -> Self {
+        self.extensions.insert(name.to_owned(), value);
+        self
+    }
+
+    /// An opaque 500 for a failure whose details stay in the log.
+    pub fn internal(error: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %error, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; the error is logged",
+        )
+    }
+
+    /// 401 for a missing or wrong token.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send the API token as `Authorization: Bearer <token>`",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(&self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,11 @@
+//! The Salesforce edge: platform events as Salesforce delivers them,
+//! validated and transformed into the core's quote model.
+//!
+//! Salesforce owns the shapes here (`Quote_Id__c`, `Lines__c` as JSON text,
+//! amounts as numbers or strings); nothing past this crate sees them. Amounts
+//! are read from their JSON text, never through floating point, and every
+//! problem is reported under the Salesforce field name it came from.
+
+pub mod quote_accepted;
+
+pub use quote_accepted::{FieldProblem, Invalid, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted};
