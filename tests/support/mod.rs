@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod connector;
+pub mod product;
 
 use std::future::Future;
 use std::path::PathBuf;
