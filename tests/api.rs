@@ -203,7 +203,7 @@ async fn an_invalid_event_names_every_bad_field_and_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_needs_its_token_and_health_does_not() {
+async fn the_api_needs_its_token_and_health_and_metrics_do_not() {
     let world = World::new().await;
     let serve = world.serve(&[]).await;
     let api = Api::new(&serve.http);
@@ -225,6 +225,22 @@ async fn the_api_needs_its_token_and_health_does_not() {
     let text = metrics.body.as_str().unwrap_or_default().to_owned();
     assert!(text.contains("q2c_workflows_started_total 1"), "{text}");
     assert!(text.contains("q2c_outbox_backlog"), "{text}");
+    let _sim = Sim::start(&world, &[]).await;
+    api.all_reach("completed", 1, DEADLINE).await;
+    let text = api
+        .get_without_token("/metrics")
+        .await
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for metric in [
+        "q2c_workflows_finished_total{outcome=\"completed\"} 1",
+        "q2c_replies_applied_total 4",
+        "q2c_step_latency_seconds_count{command=\"erp.create_order\"} 1",
+    ] {
+        assert!(text.contains(metric), "no `{metric}` in {text}");
+    }
     assert!(serve.terminate().await.success());
 }
 

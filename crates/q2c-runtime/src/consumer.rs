@@ -295,10 +295,18 @@ fn parse(delivery: &Delivery) -> Result<(String, WorkflowId, Event), (Option<Str
 fn log_applied(reply: &Parsed, applied: &Applied) -> usize {
     match applied {
         Applied::Applied {
-            status, commands, ..
+            status,
+            commands,
+            quote_id,
+            answered,
+            ..
         } => {
-            tracing::info!(workflow_id = %reply.workflow_id, message_id = %reply.message_id, status = status.as_str(), "reply applied");
+            tracing::info!(workflow_id = %reply.workflow_id, %quote_id, message_id = %reply.message_id, status = status.as_str(), "reply applied");
             metrics::counter!("q2c_replies_applied_total").increment(1);
+            if let Some((command, latency)) = answered {
+                metrics::histogram!("q2c_step_latency_seconds", "command" => command.clone())
+                    .record(latency.as_secs_f64());
+            }
             if status.is_terminal() {
                 metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str())
                     .increment(1);

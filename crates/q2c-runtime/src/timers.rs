@@ -110,9 +110,12 @@ pub async fn run<S: TimerSource, C: Clock>(
         for timer in &due {
             match source.fire(timer, now).await {
                 Ok(Applied::Applied {
-                    commands, status, ..
+                    commands,
+                    status,
+                    quote_id,
+                    ..
                 }) => {
-                    tracing::debug!(workflow_id = %timer.workflow_id, timer = %timer.timer, "timer fired");
+                    tracing::info!(workflow_id = %timer.workflow_id, %quote_id, timer = %timer.timer, status = status.as_str(), "timer fired");
                     metrics::counter!("q2c_timers_fired_total").increment(1);
                     if status.is_terminal() {
                         metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str()).increment(1);
@@ -249,6 +252,8 @@ mod tests {
                 status: Status::Running,
                 version: 2,
                 commands: 1,
+                quote_id: "a0q5e00000ABCDEFGH".into(),
+                answered: None,
             })
         }
     }

@@ -41,6 +41,11 @@ pub enum Applied {
         version: i64,
         /// Commands added to the outbox.
         commands: usize,
+        /// The quote the workflow fulfils, for logs.
+        quote_id: String,
+        /// For a reply: the command type answered and how long after its
+        /// commit the answer was applied.
+        answered: Option<(String, std::time::Duration)>,
     },
     /// The saga ignored the event (stale, duplicate by content, unrelated);
     /// the message is still recorded as seen.
@@ -270,11 +275,38 @@ pub async fn apply_in(
     .execute(&mut **tx)
     .await?;
     let commands = write_effects(tx, workflow_id, &decision.effects, now).await?;
+    let answered = match event {
+        Event::ReplyReceived(reply) => answered(tx, reply, now).await?,
+        _ => None,
+    };
     Ok(Applied::Applied {
         status: loaded.saga.status(),
         version,
         commands,
+        quote_id: loaded.saga.quote().quote_id().to_string(),
+        answered,
     })
+}
+
+/// The command a reply answers, and how long it took: the command's id is
+/// derived from its key and attempt, which the reply repeats.
+async fn answered(
+    tx: &mut PgConnection,
+    reply: &q2c_core::saga::Reply,
+    now: DateTime<Utc>,
+) -> Result<Option<(String, std::time::Duration)>, Error> {
+    let command_id = q2c_core::domain::ids::CommandId::for_attempt(&reply.key, reply.attempt);
+    let sent: Option<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT message_type, created_at FROM outbox WHERE message_id = $1")
+            .bind(command_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(sent.map(|(command_type, created_at)| {
+        (
+            command_type,
+            (now - created_at).to_std().unwrap_or_default(),
+        )
+    }))
 }
 
 #[derive(sqlx::FromRow)]
