@@ -139,6 +139,18 @@ fn check(directory: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The broker's URL and the topology of this deployment's prefix.
+fn broker_settings() -> anyhow::Result<(String, Topology)> {
+    let amqp_url = settings::required(
+        "AMQP_URL",
+        "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
+    )?;
+    let prefix = settings::optional("Q2C_AMQP_PREFIX").unwrap_or_default();
+    let topology =
+        Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
+    Ok((amqp_url, topology))
+}
+
 async fn connect() -> anyhow::Result<sqlx::PgPool> {
     let url = settings::required(
         "DATABASE_URL",
@@ -186,13 +198,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let token = ApiToken::new(&token).map_err(|error| settings::invalid("Q2C_API_TOKEN", error))?;
     let http_address =
         settings::optional("Q2C_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-    let amqp_url = settings::required(
-        "AMQP_URL",
-        "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
-    )?;
-    let prefix = settings::optional("Q2C_AMQP_PREFIX").unwrap_or_default();
-    let topology =
-        Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
+    let (amqp_url, topology) = broker_settings()?;
     let crash =
         CrashSwitch::from_env().map_err(|error| settings::invalid("Q2C_CRASH_AT", error))?;
     let mut relay = q2c_runtime::relay::RelaySettings::default();
@@ -264,13 +270,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
-    let amqp_url = settings::required(
-        "AMQP_URL",
-        "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
-    )?;
-    let prefix = settings::optional("Q2C_AMQP_PREFIX").unwrap_or_default();
-    let topology =
-        Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
+    let (amqp_url, topology) = broker_settings()?;
     let mut sim = q2c_sim::SimSettings::new(amqp_url, topology)
         .without(&args.without)
         .context("--without")?;
