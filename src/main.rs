@@ -110,6 +110,7 @@ fn init_logging() {
     let json = settings::optional("Q2C_LOG_FORMAT").is_some_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -137,6 +138,15 @@ fn check(directory: &Path) -> anyhow::Result<()> {
     }
     println!("{} workflow definition(s) valid", definitions.len());
     Ok(())
+}
+
+/// Announces readiness; written whole under a temporary name and renamed, so
+/// a reader never sees half of it.
+fn write_ready_file(path: &Path, content: &serde_json::Value) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, format!("{content}\n"))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("Q2C_READY_FILE: cannot write {}", path.display()))
 }
 
 /// The broker's URL and the topology of this deployment's prefix.
@@ -255,8 +265,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         _ = is_ready.wait_for(|ready| *ready) => {
             if let Some(path) = &ready_file {
                 let content = serde_json::json!({"pid": std::process::id(), "http": address.to_string()});
-                std::fs::write(path, format!("{content}\n"))
-                    .with_context(|| format!("Q2C_READY_FILE: cannot write {}", path.display()))?;
+                write_ready_file(path, &content)?;
             }
         }
         () = shutdown.cancelled() => {}
@@ -285,9 +294,7 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
     tracing::info!(connectors = ?sim.connectors, "simulated connectors starting");
     let running = q2c_sim::Sim::start(sim).await?;
     if let Some(path) = settings::optional_path("Q2C_READY_FILE") {
-        let content = serde_json::json!({"pid": std::process::id()});
-        std::fs::write(&path, format!("{content}\n"))
-            .with_context(|| format!("Q2C_READY_FILE: cannot write {}", path.display()))?;
+        write_ready_file(&path, &serde_json::json!({"pid": std::process::id()}))?;
     }
     running.run_until(shutdown).await?;
     tracing::info!("simulated connectors stopped");
