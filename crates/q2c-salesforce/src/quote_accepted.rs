@@ -116,29 +116,45 @@ impl QuoteAccepted {
             Some(event) => (event.event_uuid, event.replay_id),
             None => (None, None),
         };
+        let Some(payload) = data.payload else {
+            if event_uuid.is_none() {
+                problems.add("data.event.EventUuid", "is required".into());
+            }
+            problems.add("data.payload", "is required".into());
+            return Err(problems.into_invalid());
+        };
+        Self::from_payload(channel, event_uuid, replay_id, &payload, problems)
+    }
+
+    /// Validates a payload however it arrived (streaming JSON, or an Avro
+    /// datum turned into JSON text by [`crate::avro`]): field values are raw
+    /// JSON, so amounts keep their digits.
+    pub(crate) fn from_payload(
+        channel: String,
+        event_uuid: Option<String>,
+        replay_id: Option<i64>,
+        payload: &HashMap<String, Box<RawValue>>,
+        mut problems: Problems,
+    ) -> Result<QuoteAccepted, Invalid> {
         let event_uuid = event_uuid.filter(|uuid| !uuid.trim().is_empty());
         if event_uuid.is_none() {
             problems.add("data.event.EventUuid", "is required".into());
         }
-        let Some(payload) = data.payload else {
-            problems.add("data.payload", "is required".into());
-            return Err(problems.into_invalid());
-        };
-
-        let created_date = problems.text(&payload, "CreatedDate").and_then(|text| {
-            match DateTime::parse_from_rfc3339(&text) {
-                Ok(date) => Some(date.with_timezone(&Utc)),
-                Err(error) => {
-                    problems.add(
-                        "CreatedDate",
-                        format!("`{text}` is not an ISO 8601 date-time: {error}"),
-                    );
-                    None
-                }
-            }
-        });
-        let created_by_id = problems.text(&payload, "CreatedById");
-        let draft = draft(&payload, &mut problems);
+        let created_date =
+            problems.text(payload, "CreatedDate").and_then(
+                |text| match DateTime::parse_from_rfc3339(&text) {
+                    Ok(date) => Some(date.with_timezone(&Utc)),
+                    Err(error) => {
+                        problems.add(
+                            "CreatedDate",
+                            format!("`{text}` is not an ISO 8601 date-time: {error}"),
+                        );
+                        None
+                    }
+                },
+            );
+        let created_by_id = problems.text(payload, "CreatedById");
+        let draft = draft(payload, &mut problems);
 
         let quote = match Quote::try_from_draft(draft) {
             Ok(quote) => Some(quote),
@@ -263,11 +279,12 @@ fn salesforce_field(core: &str) -> String {
     )
 }
 
+/// Problems found so far in one event.
 #[derive(Default)]
-struct Problems(Vec<FieldProblem>);
+pub(crate) struct Problems(Vec<FieldProblem>);
 
 impl Problems {
-    fn add(&mut self, field: &str, message: String) {
+    pub(crate) fn add(&mut self, field: &str, message: String) {
         self.0.push(FieldProblem {
             field: field.to_owned(),
             message,
@@ -278,7 +295,7 @@ impl Problems {
         self.0.is_empty()
     }
 
-    fn into_invalid(self) -> Invalid {
+    pub(crate) fn into_invalid(self) -> Invalid {
         Invalid(self.0)
     }
 
