@@ -13,6 +13,8 @@ PG_PASSWORD="${Q2C_PG_PASSWORD:-q2c}"
 PG_DATABASE="${Q2C_PG_DATABASE:-q2c}"
 PG_PORT="${Q2C_PG_PORT:-5432}"
 AMQP_PORT="${Q2C_AMQP_PORT:-5672}"
+AMQP_USER="${Q2C_AMQP_USER:-q2c}"
+AMQP_PASSWORD="${Q2C_AMQP_PASSWORD:-q2c}"
 
 say() { echo "services: $*" >&2; }
 
@@ -69,6 +71,10 @@ psql_admin() {
 if [ "$(psql_admin -c "select 1 from pg_roles where rolname = '$PG_ROLE'")" != 1 ]; then
   say "creating role $PG_ROLE"
   psql_admin -c "create role \"$PG_ROLE\" login createdb password '$PG_PASSWORD'" >&2
+else
+  # The role is q2c's own: make sure it can log in with the password printed
+  # below, whatever authentication the server asks for over TCP.
+  psql_admin -c "alter role \"$PG_ROLE\" login createdb password '$PG_PASSWORD'" >&2
 fi
 if [ "$(psql_admin -c "select 1 from pg_database where datname = '$PG_DATABASE'")" != 1 ]; then
   say "creating database $PG_DATABASE"
@@ -86,5 +92,15 @@ if ! port_open "$AMQP_PORT"; then
   as_root rabbitmqctl await_startup >/dev/null 2>&1 || true
 fi
 
+# q2c's own broker user, so nothing depends on the guest account (which a
+# hardened broker disables).
+if ! as_root rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$AMQP_USER"; then
+  say "creating RabbitMQ user $AMQP_USER"
+  as_root rabbitmqctl -q add_user "$AMQP_USER" "$AMQP_PASSWORD" >/dev/null
+else
+  as_root rabbitmqctl -q change_password "$AMQP_USER" "$AMQP_PASSWORD" >/dev/null
+fi
+as_root rabbitmqctl -q set_permissions -p / "$AMQP_USER" ".*" ".*" ".*" >/dev/null
+
 echo "export DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE"
-echo "export AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
+echo "export AMQP_URL=amqp://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/%2f"

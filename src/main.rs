@@ -140,6 +140,22 @@ fn check(directory: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers every counter at zero, so that the first event of a series is
+/// seen by `rate()` and `increase()` like any other.
+fn register_metrics() {
+    for name in [
+        "q2c_workflows_started_total",
+        "q2c_replies_applied_total",
+        "q2c_dead_letters_total",
+        "q2c_timers_fired_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for outcome in ["completed", "compensated", "failed", "cancelled"] {
+        metrics::counter!("q2c_workflows_finished_total", "outcome" => outcome).absolute(0);
+    }
+}
+
 /// Announces readiness; written whole under a temporary name and renamed, so
 /// a reader never sees half of it.
 fn write_ready_file(path: &Path, content: &serde_json::Value) -> anyhow::Result<()> {
@@ -155,6 +171,9 @@ fn broker_settings() -> anyhow::Result<(String, Topology)> {
         "AMQP_URL",
         "set it to a RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
     )?;
+    amqp_url
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|error| settings::invalid("AMQP_URL", format!("not an AMQP URL: {error}")))?;
     let prefix = settings::optional("Q2C_AMQP_PREFIX").unwrap_or_default();
     let topology =
         Topology::new(&prefix).map_err(|error| settings::invalid("Q2C_AMQP_PREFIX", error))?;
@@ -226,6 +245,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    register_metrics();
     let (listener, address) = q2c_http::bind(&http_address).await.map_err(|error| {
         settings::invalid(
             "Q2C_HTTP_ADDR",
@@ -270,10 +290,15 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         }
         () = shutdown.cancelled() => {}
     }
-    let (http, runtime) = tokio::join!(http, runtime);
-    http.context("the HTTP server task")?
-        .context("the HTTP server")?;
-    runtime.context("the runtime task")?;
+    runtime.await.context("the runtime task")?;
+    // Requests in progress get a little time to finish; a client that holds
+    // a connection open must not hold up the exit.
+    match tokio::time::timeout(std::time::Duration::from_secs(10), http).await {
+        Ok(http) => http
+            .context("the HTTP server task")?
+            .context("the HTTP server")?,
+        Err(_) => tracing::warn!("HTTP connections still open after 10s; exiting anyway"),
+    }
     tracing::info!("q2c stopped");
     Ok(())
 }

@@ -147,7 +147,13 @@ async fn the_same_event_twice_starts_one_workflow() {
     let second = api.post_event(&event).await;
     assert_eq!(first.status, 202);
     assert_eq!(second.status, 200);
-    assert_eq!(first.body["workflow_id"], second.body["workflow_id"]);
+    assert_eq!(first.body, second.body, "a repeat gets the first answer");
+    // The event id is looked up first: even a repeat that would no longer
+    // validate gets the first answer.
+    let mut altered = event.clone();
+    altered["data"]["payload"]["Net_Amount__c"] = json!("1.00");
+    let third = api.post_event(&altered).await;
+    assert_eq!((third.status, &third.body), (200, &first.body));
     api.all_reach("completed", 1, DEADLINE).await;
     let listed = api
         .get("/api/v1/workflows?quote_id=a0q5e0000000000004")
@@ -166,12 +172,16 @@ async fn a_new_event_for_a_quote_with_a_live_workflow_is_a_conflict() {
     let first = api
         .post_event(&accepted_event(5, "Acme Corp", "pm_card_visa"))
         .await;
-    let again = api
-        .post_event(&accepted_event(5, "Acme Corp", "pm_card_visa"))
-        .await;
+    let second_event = accepted_event(5, "Acme Corp", "pm_card_visa");
+    let again = api.post_event(&second_event).await;
     assert_eq!(again.status, 409, "{}", again.body);
     assert_eq!(again.content_type, "application/problem+json");
     assert_eq!(again.body["workflow_id"], first.body["workflow_id"]);
+    let conflicting = again.body["event_uuid"].as_str().unwrap().to_owned();
+    assert_ne!(
+        Some(conflicting.as_str()),
+        first.body["event_uuid"].as_str()
+    );
     assert!(serve.terminate().await.success());
 }
 
@@ -217,6 +227,23 @@ async fn the_api_needs_its_token_and_health_and_metrics_do_not() {
     );
     assert_eq!(api.get_without_token("/api/v1/workflows").await.status, 401);
     assert_eq!(api.get_without_token("/healthz").await.status, 200);
+    let before = api
+        .get_without_token("/metrics")
+        .await
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for metric in [
+        "q2c_dead_letters_total 0",
+        "q2c_workflows_started_total 0",
+        "q2c_workflows_finished_total{outcome=\"failed\"} 0",
+    ] {
+        assert!(
+            before.contains(metric),
+            "no `{metric}` at start in {before}"
+        );
+    }
     let ready = api.get_without_token("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body, json!({"postgres": "ok", "rabbitmq": "ok"}));

@@ -62,7 +62,9 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials);
     match presented {
         Some(candidate) if token.matches(candidate.trim()) => next.run(request).await,
         _ => Problem::unauthorized().into_response(),

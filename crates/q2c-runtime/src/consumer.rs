@@ -185,16 +185,21 @@ impl<C: Clock> ReplyConsumer<C> {
     async fn apply_together(&self, parsed: &[Parsed]) -> Result<usize, q2c_store::Error> {
         let now = self.clock.now();
         let mut tx = self.store.pool().begin().await?;
-        let mut commands = 0;
+        let mut results = Vec::with_capacity(parsed.len());
         for reply in parsed {
             let trigger = Trigger::Message {
                 message_id: reply.message_id.clone(),
             };
-            let applied = apply_in(&mut tx, reply.workflow_id, &reply.event, &trigger, now).await?;
-            commands += log_applied(reply, &applied);
+            results.push(apply_in(&mut tx, reply.workflow_id, &reply.event, &trigger, now).await?);
         }
         tx.commit().await?;
-        Ok(commands)
+        // Logged and counted only once committed: a failed batch is applied
+        // again one reply at a time, and must not count twice.
+        Ok(parsed
+            .iter()
+            .zip(&results)
+            .map(|(reply, applied)| log_applied(reply, applied))
+            .sum())
     }
 
     async fn apply_alone(&self, reply: &Parsed) -> Result<(), Error> {

@@ -160,7 +160,12 @@ impl QuoteAccepted {
             Ok(quote) => Some(quote),
             Err(errors) => {
                 for error in errors.errors() {
-                    problems.add(&salesforce_field(&error.field), error.message.clone());
+                    let field = salesforce_field(&error.field);
+                    // A field already reported (missing, unreadable) need
+                    // not be reported again for being empty.
+                    if !problems.names(&field) {
+                        problems.add(&field, error.message.clone());
+                    }
                 }
                 None
             }
@@ -295,6 +300,10 @@ impl Problems {
         self.0.is_empty()
     }
 
+    fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|problem| problem.field == field)
+    }
+
     pub(crate) fn into_invalid(self) -> Invalid {
         Invalid(self.0)
     }
@@ -406,6 +415,14 @@ mod tests {
         let invalid = QuoteAccepted::from_json(&event(payload)).unwrap_err();
         let fields: Vec<&str> = invalid.0.iter().map(|p| p.field.as_str()).collect();
         assert!(fields.contains(&"Quote_Id__c"), "{fields:?}");
+        assert_eq!(
+            fields
+                .iter()
+                .filter(|field| **field == "Quote_Id__c")
+                .count(),
+            1,
+            "a missing field is reported once: {fields:?}"
+        );
         assert!(fields.contains(&"Currency_Iso_Code__c"), "{fields:?}");
         assert!(fields.contains(&"CreatedById"), "{fields:?}");
     }

@@ -52,12 +52,14 @@ impl Outcome {
 }
 
 /// The answer to an event, the first time or again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     /// What happened when the event was first admitted.
     pub outcome: Outcome,
     /// The workflow started, or the live one that was already there.
     pub workflow_id: WorkflowId,
+    /// The quote of the event as first admitted.
+    pub quote_id: String,
     /// Whether this event id had been admitted before (this call changed
     /// nothing).
     pub repeated: bool,
@@ -74,6 +76,7 @@ impl Store {
         workflow_id: WorkflowId,
         now: DateTime<Utc>,
     ) -> Result<Admission, Error> {
+        let quote_id = quote.quote_id().as_str().to_owned();
         let mut tx = self.pool().begin().await?;
         // Claims the event id first: a concurrent admission of the same id
         // waits here for ours, then sees it.
@@ -91,7 +94,13 @@ impl Store {
         .rows_affected();
         if claimed == 0 {
             drop(tx);
-            return self.earlier_admission(source.event_uuid).await;
+            return self
+                .earlier_admission(source.event_uuid)
+                .await?
+                .ok_or_else(|| Error::CorruptIntake {
+                    event_uuid: source.event_uuid.to_owned(),
+                    outcome: "missing".into(),
+                });
         }
 
         let (outcome, workflow_id) =
@@ -111,22 +120,30 @@ impl Store {
         Ok(Admission {
             outcome,
             workflow_id,
+            quote_id,
             repeated: false,
         })
     }
 
-    async fn earlier_admission(&self, event_uuid: &str) -> Result<Admission, Error> {
-        let (outcome, workflow_id): (String, Option<Uuid>) =
-            sqlx::query_as("SELECT outcome, workflow_id FROM intake_events WHERE event_uuid = $1")
-                .bind(event_uuid)
-                .fetch_one(self.pool())
-                .await?;
+    /// How an event id was answered before, if it was: checked before an
+    /// event is even validated, so a repeat always gets its first answer.
+    pub async fn earlier_admission(&self, event_uuid: &str) -> Result<Option<Admission>, Error> {
+        let row: Option<(String, Option<Uuid>, String)> = sqlx::query_as(
+            "SELECT outcome, workflow_id, quote_id FROM intake_events WHERE event_uuid = $1",
+        )
+        .bind(event_uuid)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some((outcome, workflow_id, quote_id)) = row else {
+            return Ok(None);
+        };
         match (Outcome::parse(&outcome), workflow_id) {
-            (Some(outcome), Some(workflow_id)) => Ok(Admission {
+            (Some(outcome), Some(workflow_id)) => Ok(Some(Admission {
                 outcome,
                 workflow_id: WorkflowId::new(workflow_id),
+                quote_id,
                 repeated: true,
-            }),
+            })),
             _ => Err(Error::CorruptIntake {
                 event_uuid: event_uuid.to_owned(),
                 outcome,
