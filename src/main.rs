@@ -120,7 +120,7 @@ fn init_logging() {
 }
 
 fn check(directory: &Path) -> anyhow::Result<()> {
-    let definitions = workflows::load_dir(directory)?;
+    let definitions = workflows::load_dir(directory).context("Q2C_WORKFLOWS_DIR")?;
     for (path, definition) in &definitions {
         let steps: Vec<&str> = definition
             .steps()
@@ -187,6 +187,7 @@ async fn connect() -> anyhow::Result<sqlx::PgPool> {
     )?;
     PgPoolOptions::new()
         .max_connections(16)
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(&url)
         .await
         .with_context(|| "DATABASE_URL: cannot connect to Postgres")
@@ -200,7 +201,7 @@ async fn migrate() -> anyhow::Result<()> {
 }
 
 async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
-    let definitions = workflows::load_dir(&directory)?;
+    let definitions = workflows::load_dir(&directory).context("Q2C_WORKFLOWS_DIR")?;
     for (path, definition) in &definitions {
         check_routes(path, definition)?;
     }
@@ -227,6 +228,14 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let token = ApiToken::new(&token).map_err(|error| settings::invalid("Q2C_API_TOKEN", error))?;
     let http_address =
         settings::optional("Q2C_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+    http_address
+        .parse::<std::net::SocketAddr>()
+        .map_err(|error| {
+            settings::invalid(
+                "Q2C_HTTP_ADDR",
+                format!("`{http_address}` is not host:port: {error}"),
+            )
+        })?;
     let (amqp_url, topology) = broker_settings()?;
     let crash =
         CrashSwitch::from_env().map_err(|error| settings::invalid("Q2C_CRASH_AT", error))?;

@@ -9,12 +9,12 @@ use q2c_core::definition::{self, Definition};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The directory or a file in it could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Read {
         /// What was being read.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A definition is invalid; the message names the file, step and problem.
     #[error(transparent)]
@@ -36,9 +36,9 @@ pub enum Error {
 
 /// Every definition in `directory`, sorted by file name, each validated.
 pub fn load_dir(directory: &Path) -> Result<Vec<(PathBuf, Definition)>, Error> {
-    let read_error = |source| Error::Read {
+    let read_error = |reason| Error::Read {
         path: directory.to_owned(),
-        source,
+        reason,
     };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(directory).map_err(read_error)? {
@@ -57,9 +57,9 @@ pub fn load_dir(directory: &Path) -> Result<Vec<(PathBuf, Definition)>, Error> {
 
     let mut loaded: Vec<(PathBuf, Definition)> = Vec::with_capacity(paths.len());
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        let text = std::fs::read_to_string(&path).map_err(|reason| Error::Read {
             path: path.clone(),
-            source,
+            reason,
         })?;
         let definition = Definition::parse(&path.display().to_string(), &text)?;
         if let Some((first, _)) = loaded

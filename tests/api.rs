@@ -342,6 +342,16 @@ async fn a_workflow_shows_its_version_steps_and_history() {
     let by_status = api.get("/api/v1/workflows?status=completed").await;
     assert_eq!(by_status.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(api.get("/api/v1/workflows?status=bogus").await.status, 400);
+    let bad_limit = api.get("/api/v1/workflows?limit=abc").await;
+    assert_eq!(
+        (bad_limit.status, bad_limit.content_type.as_str()),
+        (400, "application/problem+json")
+    );
+    let nowhere = api.get("/api/v1/nowhere").await;
+    assert_eq!(
+        (nowhere.status, nowhere.content_type.as_str()),
+        (404, "application/problem+json")
+    );
     assert!(serve.terminate().await.success());
     sim.stop();
 }

@@ -58,7 +58,27 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> problem::Problem {
+    problem::Problem::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("nothing at {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> problem::Problem {
+    problem::Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// Binds `address` (port 0 picks a free one) and says where it listens.

@@ -1,6 +1,7 @@
 //! Reading workflows: a filtered list, and one workflow with its steps and
 //! history.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +34,22 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/workflows?quote_id=...&status=...`
-pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
+    };
     if let Some(status) = &query.status
         && !STATUSES.contains(&status.as_str())
     {
