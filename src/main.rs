@@ -49,6 +49,37 @@ enum Command {
     /// Run simulated ERP, billing, payment and Salesforce-status connectors
     /// that speak the message contract (AMQP_URL, Q2C_AMQP_PREFIX).
     Sim(SimArgs),
+    /// Salesforce event streams.
+    Salesforce {
+        #[command(subcommand)]
+        command: SalesforceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SalesforceCommand {
+    /// Show or move where q2c stands in a topic's event stream.
+    Position {
+        #[command(subcommand)]
+        command: PositionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PositionCommand {
+    /// Print a topic's stored position and the moves operators made.
+    Show {
+        /// e.g. /event/Q2C_Quote_Accepted__e
+        topic: String,
+    },
+    /// Move a topic's position: EARLIEST, LATEST, or a replay id in hex.
+    /// The move is recorded with who made it.
+    Set {
+        /// e.g. /event/Q2C_Quote_Accepted__e
+        topic: String,
+        /// EARLIEST, LATEST, or a replay id in hex.
+        position: String,
+    },
 }
 
 /// How the simulated connectors behave.
@@ -85,6 +116,9 @@ fn main() -> ExitCode {
             no_migrate,
         } => with_runtime(serve(workflows, no_migrate)),
         Command::Sim(args) => with_runtime(sim(args)),
+        Command::Salesforce {
+            command: SalesforceCommand::Position { command },
+        } => with_runtime(position(command)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,6 +343,42 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("HTTP connections still open after 10s; exiting anyway"),
     }
     tracing::info!("q2c stopped");
+    Ok(())
+}
+
+async fn position(command: PositionCommand) -> anyhow::Result<()> {
+    let store = Store::new(connect().await?);
+    match command {
+        PositionCommand::Show { topic } => {
+            match store.position(&topic).await? {
+                Some(position) => println!("{topic}: {position}"),
+                None => println!("{topic}: no stored position"),
+            }
+            for change in store.position_moves(&topic).await? {
+                let from = change
+                    .from
+                    .map_or_else(|| "none".to_owned(), |from| from.to_string());
+                println!(
+                    "  moved {} from {from} to {} by {}",
+                    change.moved_at.to_rfc3339(),
+                    change.to,
+                    change.moved_by
+                );
+            }
+        }
+        PositionCommand::Set { topic, position } => {
+            let target = q2c_store::positions::Position::parse(&position)
+                .map_err(|problem| anyhow::anyhow!("position: {problem}"))?;
+            let who = settings::optional("USER").unwrap_or_else(|| "unknown".into());
+            let change = store
+                .move_position(&topic, &target, &who, chrono::Utc::now())
+                .await?;
+            let from = change
+                .from
+                .map_or_else(|| "none".to_owned(), |from| from.to_string());
+            println!("{topic}: moved from {from} to {} by {who}", change.to);
+        }
+    }
     Ok(())
 }
 

@@ -169,3 +169,51 @@ fn serve_names_the_step_and_problem_of_an_invalid_definition() {
     assert!(stderr.contains("step `create_order`"), "{stderr}");
     assert!(stderr.contains("max_attempts is zero"), "{stderr}");
 }
+
+/// `q2c salesforce position set` moves a topic's position and records who
+/// did it; `show` prints both.
+#[tokio::test]
+async fn an_operator_moves_a_salesforce_position_from_the_command_line() {
+    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+        panic!("DATABASE_URL is set (deploy/test.sh sets it)");
+    };
+    let name = format!("cli_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(head, _)| head);
+    let url = format!("{base}/{name}");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_q2c"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("USER", "ops-anna")
+            .output()
+            .expect("q2c runs")
+    };
+    assert!(run(&["migrate"]).status.success());
+    let topic = "/event/Q2C_Quote_Accepted__e";
+    let set = run(&["salesforce", "position", "set", topic, "000000000000002a"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!(text(&set.stdout).contains("moved from none to 000000000000002a by ops-anna"));
+    let bad = run(&["salesforce", "position", "set", topic, "latest-ish"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("is not EARLIEST, LATEST or a replay id in hex"));
+    let show = run(&["salesforce", "position", "show", topic]);
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains(&format!("{topic}: 000000000000002a")),
+        "{shown}"
+    );
+    assert!(shown.contains("to 000000000000002a by ops-anna"), "{shown}");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop database");
+}

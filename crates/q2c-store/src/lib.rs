@@ -14,6 +14,7 @@
 //! - [`dead_letters`]: keeping messages that could not be processed.
 //! - [`intake`]: admitting platform events once each.
 //! - [`queries`]: listing workflows and reading their history.
+//! - [`positions`]: positions in Salesforce event streams, and their moves.
 //! - [`record`]: how a saga record is split between its row and the
 //!   content-addressed definition table.
 //!
@@ -24,6 +25,7 @@
 pub mod dead_letters;
 pub mod intake;
 pub mod outbox;
+pub mod positions;
 pub mod queries;
 mod record;
 pub mod timers;

@@ -444,3 +444,46 @@ async fn dead_letters_keep_the_message_whole(pool: PgPool) {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].letter, letter);
 }
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn an_operator_moves_a_position_and_the_move_is_recorded(pool: PgPool) {
+    use q2c_store::positions::Position;
+    let store = Store::new(pool);
+    let topic = "/event/Q2C_Quote_Accepted__e";
+    assert_eq!(store.position(topic).await.unwrap(), None);
+
+    let replay = Position::After(vec![0, 0, 0, 0, 0, 0, 0, 42]);
+    store
+        .move_position(topic, &replay, "ops-anna", t0())
+        .await
+        .unwrap();
+    let moved = store
+        .move_position(topic, &Position::Earliest, "ops-ben", t0())
+        .await
+        .unwrap();
+    assert_eq!(moved.from, Some(replay.clone()));
+    assert_eq!(
+        store.position(topic).await.unwrap(),
+        Some(Position::Earliest)
+    );
+
+    let moves = store.position_moves(topic).await.unwrap();
+    let summary: Vec<(Option<Position>, Position, &str)> = moves
+        .iter()
+        .map(|change| {
+            (
+                change.from.clone(),
+                change.to.clone(),
+                change.moved_by.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (None, replay.clone(), "ops-anna"),
+            (Some(replay), Position::Earliest, "ops-ben")
+        ]
+    );
+    assert!(store.position("/event/Other__e").await.unwrap().is_none());
+}
