@@ -9,6 +9,7 @@
 //! ([`avro`]); both go through the same validation.
 
 pub mod avro;
+pub mod flow;
 pub mod quote_accepted;
 
 pub use quote_accepted::{FieldProblem, Invalid, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted};
