@@ -11,5 +11,6 @@
 pub mod avro;
 pub mod flow;
 pub mod quote_accepted;
+pub mod recovery;
 
 pub use quote_accepted::{FieldProblem, Invalid, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted};
