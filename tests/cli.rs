@@ -92,19 +92,8 @@ fn check_refuses_an_empty_directory() {
 /// `q2c migrate` applies the schema to the database `DATABASE_URL` names.
 #[tokio::test]
 async fn migrate_applies_the_schema() {
-    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
-        panic!("DATABASE_URL is set (deploy/test.sh sets it)");
-    };
-    let name = format!("cli_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(head, _)| head);
-    let url = format!("{base}/{name}");
+    let scratch = ScratchDatabase::create().await;
+    let url = scratch.url.clone();
 
     let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
         .arg("migrate")
@@ -122,12 +111,7 @@ async fn migrate_applies_the_schema() {
     .expect("count tables");
     assert_eq!(tables, 6);
     database.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .expect("drop database");
+    scratch.drop().await;
 }
 
 #[test]
@@ -174,19 +158,8 @@ fn serve_names_the_step_and_problem_of_an_invalid_definition() {
 /// did it; `show` prints both.
 #[tokio::test]
 async fn an_operator_moves_a_salesforce_position_from_the_command_line() {
-    let Ok(admin_url) = std::env::var("DATABASE_URL") else {
-        panic!("DATABASE_URL is set (deploy/test.sh sets it)");
-    };
-    let name = format!("cli_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(head, _)| head);
-    let url = format!("{base}/{name}");
+    let scratch = ScratchDatabase::create().await;
+    let url = scratch.url.clone();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_q2c"))
             .args(args)
@@ -210,10 +183,41 @@ async fn an_operator_moves_a_salesforce_position_from_the_command_line() {
         "{shown}"
     );
     assert!(shown.contains("to 000000000000002a by ops-anna"), "{shown}");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .expect("drop database");
+    scratch.drop().await;
+}
+
+/// An empty database of the test's own, beside the one `DATABASE_URL` names.
+struct ScratchDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create() -> ScratchDatabase {
+        let Ok(admin_url) = std::env::var("DATABASE_URL") else {
+            panic!("DATABASE_URL is set (deploy/test.sh sets it)");
+        };
+        let name = format!("cli_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(head, _)| head);
+        let url = format!("{base}/{name}");
+        ScratchDatabase { admin, name, url }
+    }
+
+    async fn drop(self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .expect("drop database");
+    }
 }

@@ -39,6 +39,20 @@ async fn broker(prefix: &str) -> (Connection, Topology) {
     (connection, topology)
 }
 
+async fn relay(store: &Store, connection: &Connection, topology: &Topology) -> Relay<SystemClock> {
+    Relay::new(
+        store.clone(),
+        connection.create_channel().await.unwrap(),
+        topology.clone(),
+        RelaySettings::default(),
+        uuid::Uuid::now_v7(),
+        CrashSwitch::disabled(),
+        SystemClock,
+    )
+    .await
+    .unwrap()
+}
+
 fn test_prefix() -> String {
     format!("relay_{}.", uuid::Uuid::now_v7().simple())
 }
@@ -61,17 +75,7 @@ async fn confirmed_commands_are_published_and_marked_sent(pool: PgPool) {
             .await
             .unwrap();
     }
-    let relay = Relay::new(
-        store.clone(),
-        connection.create_channel().await.unwrap(),
-        topology.clone(),
-        RelaySettings::default(),
-        uuid::Uuid::now_v7(),
-        CrashSwitch::disabled(),
-        SystemClock,
-    )
-    .await
-    .unwrap();
+    let relay = relay(&store, &connection, &topology).await;
 
     assert_eq!(relay.publish_batch().await.unwrap(), 3);
     assert_eq!(store.outbox_backlog().await.unwrap().unsent, 0);
@@ -126,17 +130,7 @@ async fn an_unroutable_command_is_not_marked_sent_and_is_reported(pool: PgPool) 
         )
         .await
         .unwrap();
-    let relay = Relay::new(
-        store.clone(),
-        connection.create_channel().await.unwrap(),
-        topology.clone(),
-        RelaySettings::default(),
-        uuid::Uuid::now_v7(),
-        CrashSwitch::disabled(),
-        SystemClock,
-    )
-    .await
-    .unwrap();
+    let relay = relay(&store, &connection, &topology).await;
 
     assert_eq!(relay.publish_batch().await.unwrap(), 1);
     assert_eq!(
