@@ -21,12 +21,6 @@ use crate::quote_accepted::{
     FieldProblem, Invalid, Problems, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted,
 };
 
-/// The Avro schema of `Q2C_Quote_Accepted__e`, as Salesforce would serve it.
-pub const QUOTE_ACCEPTED_SCHEMA: &str = include_str!("../avro/Q2C_Quote_Accepted__e.avsc");
-
-/// The Avro schema of `Q2C_Quote_Cancelled__e`.
-pub const QUOTE_CANCELLED_SCHEMA: &str = include_str!("../avro/Q2C_Quote_Cancelled__e.avsc");
-
 /// Why an Avro payload or schema could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,6 +164,9 @@ fn avro_value(name: &str, schema: &Schema, given: Json) -> Result<Avro, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use q2c_pubsub::schemas::{
+        QUOTE_ACCEPTED as QUOTE_ACCEPTED_SCHEMA, QUOTE_CANCELLED as QUOTE_CANCELLED_SCHEMA,
+    };
     use serde_json::json;
 
     fn sample() -> Json {
