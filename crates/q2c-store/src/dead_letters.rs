@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::PgConnection;
 
 use crate::{Error, Store};
 
@@ -42,21 +43,8 @@ impl Store {
         letter: &DeadLetter,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, Error> {
-        let id: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO dead_letters (message_id, reason, exchange, routing_key, headers, body, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id",
-        )
-        .bind(letter.message_id.as_deref())
-        .bind(&letter.reason)
-        .bind(&letter.exchange)
-        .bind(&letter.routing_key)
-        .bind(&letter.headers)
-        .bind(&letter.body)
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(id.map(|(id,)| id))
+        let mut connection = self.pool().acquire().await?;
+        insert(&mut connection, letter, now).await
     }
 
     /// The most recent dead letters, newest first.
@@ -98,4 +86,28 @@ impl Store {
             )
             .collect())
     }
+}
+
+/// Keeps a letter once per message id, in the caller's transaction (or on
+/// its own connection); the new row's id, or `None` if it was already kept.
+pub(crate) async fn insert(
+    connection: &mut PgConnection,
+    letter: &DeadLetter,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, Error> {
+    let id: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO dead_letters (message_id, reason, exchange, routing_key, headers, body, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING id",
+    )
+    .bind(letter.message_id.as_deref())
+    .bind(&letter.reason)
+    .bind(&letter.exchange)
+    .bind(&letter.routing_key)
+    .bind(&letter.headers)
+    .bind(&letter.body)
+    .bind(now)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(id.map(|(id,)| id))
 }

@@ -12,7 +12,8 @@
 //!   them sent once the broker has confirmed them.
 //! - [`timers`]: finding timers that are due.
 //! - [`dead_letters`]: keeping messages that could not be processed.
-//! - [`intake`]: admitting platform events once each.
+//! - [`intake`]: admitting platform events once each, with the stream
+//!   position they came from.
 //! - [`queries`]: listing workflows and reading their history.
 //! - [`positions`]: positions in Salesforce event streams, and their moves.
 //! - [`record`]: how a saga record is split between its row and the
@@ -104,6 +105,20 @@ pub enum Error {
         event_uuid: String,
         /// What is stored.
         outcome: String,
+    },
+    /// An operator moved the topic's position after the subscriber read its
+    /// epoch: nothing of the transaction was kept, and the subscriber must
+    /// start again from the operator's position.
+    #[error("the position of {topic} was moved by an operator; start the subscription again")]
+    PositionMoved {
+        /// The Salesforce topic.
+        topic: String,
+    },
+    /// A stored position is neither a replay id nor a preset.
+    #[error("the stored position of {topic} is unreadable")]
+    CorruptPosition {
+        /// The Salesforce topic.
+        topic: String,
     },
     /// A stored record could not be read back; the row needs a person.
     #[error("workflow {workflow_id}: stored record is unreadable: {reason}")]
