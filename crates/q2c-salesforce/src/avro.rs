@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use crate::quote_accepted::{
     FieldProblem, Invalid, Problems, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted,
 };
+use crate::quote_cancelled::QuoteCancelled;
 
 /// Why an Avro payload or schema could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,16 @@ pub fn quote_accepted(
         &payload,
         Problems::default(),
     )
+}
+
+/// Decodes and validates a quote-cancelled event delivered over Pub/Sub.
+pub fn quote_cancelled(
+    schema: &Schema,
+    event_id: &str,
+    datum: &[u8],
+) -> Result<QuoteCancelled, Invalid> {
+    let payload = payload(schema, datum)?;
+    QuoteCancelled::from_payload(event_id, &payload, Problems::default())
 }
 
 /// The datum's fields as raw JSON, keyed by Salesforce field name.
@@ -237,13 +248,29 @@ mod tests {
     }
 
     #[test]
-    fn the_cancellation_schema_parses() {
+    fn a_cancellation_names_its_quote_and_reason() {
         let schema = parse_schema(QUOTE_CANCELLED_SCHEMA).unwrap();
         let datum = encode(
             &schema,
-            &json!({"CreatedDate": "2026-11-27T10:00:00Z", "CreatedById": "0055e00000ABCDEFGH", "Quote_Id__c": "a0q5e00000ABCDEFGH"}),
+            &json!({"CreatedDate": "2026-11-27T10:00:00Z", "CreatedById": "0055e00000ABCDEFGH", "Quote_Id__c": "a0q5e00000ABCDEFGH", "Reason__c": "customer withdrew"}),
         )
         .unwrap();
-        assert!(!datum.is_empty());
+        let cancelled = quote_cancelled(&schema, "evt-5", &datum).unwrap();
+        assert_eq!(cancelled.quote_id.as_str(), "a0q5e00000ABCDEFGH");
+        assert_eq!(cancelled.reason.as_deref(), Some("customer withdrew"));
+        assert_eq!(cancelled.event_uuid, "evt-5");
+    }
+
+    #[test]
+    fn a_cancellation_without_a_quote_is_refused_by_field() {
+        let schema = parse_schema(QUOTE_CANCELLED_SCHEMA).unwrap();
+        let datum = encode(
+            &schema,
+            &json!({"CreatedDate": "2026-11-27T10:00:00Z", "CreatedById": "0055e00000ABCDEFGH"}),
+        )
+        .unwrap();
+        let invalid = quote_cancelled(&schema, "", &datum).unwrap_err();
+        let fields: Vec<_> = invalid.0.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["event.id", "Quote_Id__c"], "{invalid}");
     }
 }

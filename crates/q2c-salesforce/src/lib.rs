@@ -11,6 +11,8 @@
 pub mod avro;
 pub mod flow;
 pub mod quote_accepted;
+pub mod quote_cancelled;
 pub mod recovery;
 
 pub use quote_accepted::{FieldProblem, Invalid, QUOTE_ACCEPTED_CHANNEL, QuoteAccepted};
+pub use quote_cancelled::{QUOTE_CANCELLED_CHANNEL, QuoteCancelled};

@@ -140,19 +140,7 @@ impl QuoteAccepted {
         if event_uuid.is_none() {
             problems.add("data.event.EventUuid", "is required".into());
         }
-        let created_date =
-            problems.text(payload, "CreatedDate").and_then(
-                |text| match DateTime::parse_from_rfc3339(&text) {
-                    Ok(date) => Some(date.with_timezone(&Utc)),
-                    Err(error) => {
-                        problems.add(
-                            "CreatedDate",
-                            format!("`{text}` is not an ISO 8601 date-time: {error}"),
-                        );
-                        None
-                    }
-                },
-            );
+        let created_date = problems.created_date(payload);
         let created_by_id = problems.text(payload, "CreatedById");
         let draft = draft(payload, &mut problems);
 
@@ -296,7 +284,25 @@ impl Problems {
         });
     }
 
-    fn is_empty(&self) -> bool {
+    /// `CreatedDate`, required, as an ISO 8601 date-time.
+    pub(crate) fn created_date(
+        &mut self,
+        payload: &HashMap<String, Box<RawValue>>,
+    ) -> Option<DateTime<Utc>> {
+        let text = self.text(payload, "CreatedDate")?;
+        match DateTime::parse_from_rfc3339(&text) {
+            Ok(date) => Some(date.with_timezone(&Utc)),
+            Err(error) => {
+                self.add(
+                    "CreatedDate",
+                    format!("`{text}` is not an ISO 8601 date-time: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
@@ -326,7 +332,11 @@ impl Problems {
     }
 
     /// A required string field.
-    fn text(&mut self, payload: &HashMap<String, Box<RawValue>>, name: &str) -> Option<String> {
+    pub(crate) fn text(
+        &mut self,
+        payload: &HashMap<String, Box<RawValue>>,
+        name: &str,
+    ) -> Option<String> {
         match payload
             .get(name)
             .map(|raw| serde_json::from_str::<Option<String>>(raw.get()))

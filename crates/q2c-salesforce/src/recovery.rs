@@ -70,10 +70,12 @@ impl Backoff {
             "topic.not.found" => Recovery::Stop(
                 "the topic does not exist in this org: check the topic name and the platform event's deployment".into(),
             ),
-            "subscription.fetch.replayid.validation.failed" | "fetch.requested.events.invalid" => {
-                Recovery::Stop(format!(
-                    "Salesforce refused the request ({error_code}): this is a bug in q2c's subscriber"
-                ))
+            "subscription.fetch.replayid.validation.failed" => Recovery::Stop(format!(
+                "Salesforce refused the subscription ({error_code}): this is a bug in q2c's subscriber"
+            )),
+            // A new stream starts its count afresh: retry, patiently.
+            "fetch.requested.events.invalid" => {
+                Recovery::Resubscribe(self.wait(attempt.max(3), unit))
             }
             _ => Recovery::Resubscribe(self.wait(attempt, unit)),
         }
@@ -153,6 +155,19 @@ mod tests {
             Recovery::Resubscribe(S(4))
         );
         assert_eq!(backoff.recover("", 1, 0.0), Recovery::Resubscribe(S(1)));
+        assert_eq!(
+            backoff.recover(&code("fetch.requested.events.invalid"), 1, 0.0),
+            Recovery::Resubscribe(S(4)),
+            "a miscount is retried on a fresh stream, never given up on"
+        );
+        assert!(matches!(
+            backoff.recover(
+                &code("subscription.fetch.replayid.validation.failed"),
+                1,
+                0.0
+            ),
+            Recovery::Stop(_)
+        ));
     }
 
     #[test]
