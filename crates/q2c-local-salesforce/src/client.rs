@@ -1,0 +1,108 @@
+//! A Rust client of the console, for tests and the `publish` command that
+//! talk to a local Salesforce running in another process.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Fault, StatusReport};
+
+/// A client for the console. Installs ring as the TLS provider first: an
+/// HTTP client in a build where reqwest has no provider of its own (q2c's
+/// login client needs one chosen) cannot start without it.
+fn http() -> reqwest::Client {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// An event the console published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The event id (`ProducerEvent.id`, Salesforce's EventUuid).
+    pub id: String,
+    /// Its replay id, hex of the 8 bytes a subscriber receives.
+    pub replay_id: String,
+    /// The topic, `/event/...`.
+    pub topic: String,
+}
+
+/// Publishes an event through the console of the local Salesforce at
+/// `base_url`: `event` is the API name (`Q2C_Quote_Accepted__e`), `fields`
+/// a JSON object in Salesforce field names, `id` an optional event UUID.
+pub async fn publish(
+    base_url: &str,
+    event: &str,
+    fields: serde_json::Value,
+    id: Option<&str>,
+) -> Result<Published, Error> {
+    let mut url = format!(
+        "{}/local/events/{}",
+        base_url.trim_end_matches('/'),
+        encode(event)
+    );
+    if let Some(id) = id {
+        url.push_str("?id=");
+        url.push_str(&encode(id));
+    }
+    let response = http()
+        .post(&url)
+        .json(&fields)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json(url, response).await
+}
+
+/// The status of the local Salesforce at `base_url`.
+pub async fn status(base_url: &str) -> Result<StatusReport, Error> {
+    let url = format!("{}/local/status", base_url.trim_end_matches('/'));
+    let response = http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json(url, response).await
+}
+
+/// Turns a fault switch of the local Salesforce at `base_url`.
+pub async fn apply_fault(base_url: &str, fault: Fault) -> Result<StatusReport, Error> {
+    let url = format!("{}{}", base_url.trim_end_matches('/'), fault.path());
+    let response = http()
+        .post(&url)
+        .json(&fault.body())
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json(url, response).await
+}
+
+/// Reads a success's JSON, or turns an error answer into [`Error::Refused`].
+async fn read_json<T: serde::de::DeserializeOwned>(
+    url: String,
+    response: reqwest::Response,
+) -> Result<T, Error> {
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(Error::Refused {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    response
+        .json()
+        .await
+        .map_err(|source| Error::Unreachable { url, source })
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

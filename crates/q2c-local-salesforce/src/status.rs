@@ -1,0 +1,54 @@
+//! What `GET /local/status` answers: enough for a test to assert how a
+//! client behaved (how many streams it held open at once, how often it
+//! subscribed, how many tokens it asked for).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The state of a local Salesforce, for tests and for a person watching it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The org id.
+    pub org_id: String,
+    /// Access tokens issued so far (both flows).
+    pub tokens_issued: u64,
+    /// Subscribe calls so far, including refused ones and those that never
+    /// named a topic.
+    pub subscribe_calls: u64,
+    /// Per topic name (`/event/...`).
+    pub topics: BTreeMap<String, TopicStatus>,
+    /// The fault switches now.
+    pub faults: FaultStatus,
+}
+
+/// One topic's events and streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicStatus {
+    /// The id of the topic's schema.
+    pub schema_id: String,
+    /// Events retained now.
+    pub events: u64,
+    /// Events published since start, retained or not.
+    pub published: u64,
+    /// The latest replay id given out, in hex; `None` before the first event.
+    pub latest_replay_id: Option<String>,
+    /// Streams open on the topic now.
+    pub open_streams: u32,
+    /// The most streams ever open on the topic at once: a client that never
+    /// holds two subscriptions keeps this at 1.
+    pub max_open_streams: u32,
+    /// Subscribe calls that named this topic.
+    pub subscribe_calls: u64,
+}
+
+/// The fault switches, as `/local/faults/*` set them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStatus {
+    /// Streams send nothing at all.
+    pub stall: bool,
+    /// Every delivered event is delivered twice.
+    pub duplicate: bool,
+    /// How many more Subscribe calls will be refused as unavailable.
+    pub refuse_subscribes: u32,
+}
