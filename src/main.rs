@@ -1,5 +1,6 @@
 //! `q2c`: the quote-to-cash workflow orchestrator.
 
+mod salesforce;
 mod settings;
 mod workflows;
 
@@ -49,6 +50,10 @@ enum Command {
     /// Run simulated ERP, billing, payment and Salesforce-status connectors
     /// that speak the message contract (AMQP_URL, Q2C_AMQP_PREFIX).
     Sim(SimArgs),
+    /// A local Salesforce for development and tests: the Pub/Sub API, the
+    /// OAuth token endpoint, a console to publish events, fault switches.
+    #[command(subcommand, name = "local-salesforce")]
+    LocalSalesforce(q2c_local_salesforce::Command),
     /// Salesforce event streams.
     Salesforce {
         #[command(subcommand)]
@@ -108,6 +113,7 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    q2c_subscriber::install_crypto_provider();
     let outcome = match cli.command {
         Command::Check { workflows } => check(&workflows),
         Command::Migrate => with_runtime(migrate()),
@@ -116,6 +122,11 @@ fn main() -> ExitCode {
             no_migrate,
         } => with_runtime(serve(workflows, no_migrate)),
         Command::Sim(args) => with_runtime(sim(args)),
+        Command::LocalSalesforce(command) => with_runtime(async {
+            q2c_local_salesforce::run(command)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
         Command::Salesforce {
             command: SalesforceCommand::Position { command },
         } => with_runtime(position(command)),
@@ -279,6 +290,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
             .map_err(|error| settings::invalid("Q2C_OUTBOX_LEASE", error))?;
     }
     let ready_file = settings::optional_path("Q2C_READY_FILE");
+    let subscriber_settings = salesforce::subscriber_settings()?;
 
     let pool = connect().await?;
     if !no_migrate {
@@ -309,13 +321,29 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let subscriber = match subscriber_settings {
+        Some(settings) => Some(
+            q2c_subscriber::Subscriber::new(settings, store.clone(), intake.clone())
+                .context("the Salesforce subscriber")?,
+        ),
+        None => {
+            tracing::info!(
+                "no Salesforce subscriber (Q2C_SALESFORCE_PUBSUB_URL is not set); events arrive over HTTP only"
+            );
+            None
+        }
+    };
     let state = q2c_http::AppState {
         store: store.clone(),
         definition: intake,
         token,
         amqp_url,
         metrics,
+        salesforce: subscriber
+            .as_ref()
+            .map(q2c_subscriber::Subscriber::subscriptions),
     };
+    let subscriber = subscriber.map(|subscriber| tokio::spawn(subscriber.run(shutdown.clone())));
     let http = tokio::spawn(q2c_http::serve(listener, state, shutdown.clone()));
     let runtime = tokio::spawn(q2c_runtime::serve(
         store,
@@ -334,6 +362,9 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         () = shutdown.cancelled() => {}
     }
     runtime.await.context("the runtime task")?;
+    if let Some(subscriber) = subscriber {
+        subscriber.await.context("the Salesforce subscriber task")?;
+    }
     // Requests in progress get a little time to finish; a client that holds
     // a connection open must not hold up the exit.
     match tokio::time::timeout(std::time::Duration::from_secs(10), http).await {

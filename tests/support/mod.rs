@@ -6,6 +6,7 @@
 
 pub mod connector;
 pub mod product;
+pub mod salesforce;
 
 use std::future::Future;
 use std::path::PathBuf;

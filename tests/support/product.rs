@@ -113,7 +113,10 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.to_owned(),
-            client: reqwest::Client::new(),
+            client: {
+                q2c_subscriber::install_crypto_provider();
+                reqwest::Client::new()
+            },
         }
     }
 

@@ -7,12 +7,15 @@
 //! - [`problem`]: RFC 9457 problem details, the one error shape.
 //! - `events`: `POST /api/v1/events`, intake of Salesforce platform events.
 //! - `workflows`: `GET /api/v1/workflows` and `GET /api/v1/workflows/{id}`.
+//! - `salesforce`: `GET /api/v1/salesforce/subscriptions`, the Pub/Sub
+//!   streams' health.
 //! - `health`: `/healthz`, `/readyz` and `/metrics`, which need no token.
 
 pub mod auth;
 mod events;
 mod health;
 pub mod problem;
+mod salesforce;
 mod workflows;
 
 use std::net::SocketAddr;
@@ -41,6 +44,8 @@ pub struct AppState {
     pub amqp_url: String,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The Salesforce subscriber's streams, when it runs.
+    pub salesforce: Option<q2c_subscriber::Subscriptions>,
 }
 
 /// The whole API.
@@ -49,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", post(events::accept))
         .route("/workflows", get(workflows::list))
         .route("/workflows/{id}", get(workflows::detail))
+        .route("/salesforce/subscriptions", get(salesforce::subscriptions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,

@@ -1,0 +1,130 @@
+//! The Salesforce subscriber's settings, from the environment. Setting
+//! `Q2C_SALESFORCE_PUBSUB_URL` turns the subscriber on; everything else it
+//! needs is then checked at start, naming the setting that is wrong.
+
+use std::time::Duration;
+
+use q2c_salesforce::recovery::Backoff;
+use q2c_store::positions::Position;
+use q2c_subscriber::auth::Credentials;
+use q2c_subscriber::secret::Secret;
+use q2c_subscriber::{EventKind, ReplayIdPolicy, Settings, Topic};
+
+use crate::settings::{self, Error};
+
+/// The subscriber's settings, or `None` when it is not configured.
+pub fn subscriber_settings() -> Result<Option<Settings>, Error> {
+    let Some(pubsub_url) = settings::optional("Q2C_SALESFORCE_PUBSUB_URL") else {
+        return Ok(None);
+    };
+    let login_url = settings::required(
+        "Q2C_SALESFORCE_LOGIN_URL",
+        "set it to the org's login URL, e.g. https://login.salesforce.com or the My Domain URL",
+    )?;
+    let client_id = settings::required(
+        "Q2C_SALESFORCE_CLIENT_ID",
+        "set it to the connected app's consumer key",
+    )?;
+    let credentials = match settings::optional_path("Q2C_SALESFORCE_JWT_KEY_FILE") {
+        Some(path) => Credentials::JwtBearer {
+            client_id,
+            username: settings::required(
+                "Q2C_SALESFORCE_USERNAME",
+                "the JWT bearer flow needs the Salesforce username to act as",
+            )?,
+            private_key: Secret::from_file(&path).map_err(|error| {
+                settings::invalid(
+                    "Q2C_SALESFORCE_JWT_KEY_FILE",
+                    format!("cannot read {}: {error}", path.display()),
+                )
+            })?,
+            audience: settings::optional("Q2C_SALESFORCE_JWT_AUDIENCE")
+                .unwrap_or_else(|| "https://login.salesforce.com".into()),
+        },
+        None => Credentials::ClientCredentials {
+            client_id,
+            client_secret: client_secret()?,
+        },
+    };
+    let first_start = match settings::optional("Q2C_SALESFORCE_FIRST_START").as_deref() {
+        None | Some("LATEST") => Position::Latest,
+        Some("EARLIEST") => Position::Earliest,
+        Some(other) => {
+            return Err(settings::invalid(
+                "Q2C_SALESFORCE_FIRST_START",
+                format!("`{other}` is not EARLIEST or LATEST"),
+            ));
+        }
+    };
+    let on_unusable_replay_id = match settings::optional("Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID") {
+        Some(text) => ReplayIdPolicy::parse(&text)
+            .map_err(|problem| settings::invalid("Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID", problem))?,
+        None => ReplayIdPolicy::Earliest,
+    };
+    let outstanding = match settings::optional("Q2C_SALESFORCE_OUTSTANDING") {
+        Some(text) => text.parse().map_err(|_| {
+            settings::invalid(
+                "Q2C_SALESFORCE_OUTSTANDING",
+                format!("`{text}` is not a number from 1 to 100"),
+            )
+        })?,
+        None => 100,
+    };
+    let defaults = Backoff::default();
+    Ok(Some(Settings {
+        pubsub_url,
+        login_url,
+        credentials,
+        topics: vec![
+            Topic {
+                name: settings::optional("Q2C_SALESFORCE_ACCEPTED_TOPIC")
+                    .unwrap_or_else(|| q2c_salesforce::QUOTE_ACCEPTED_CHANNEL.into()),
+                kind: EventKind::QuoteAccepted,
+            },
+            Topic {
+                name: settings::optional("Q2C_SALESFORCE_CANCELLED_TOPIC")
+                    .unwrap_or_else(|| q2c_salesforce::QUOTE_CANCELLED_CHANNEL.into()),
+                kind: EventKind::QuoteCancelled,
+            },
+        ],
+        first_start,
+        on_unusable_replay_id,
+        stall_after: duration("Q2C_SALESFORCE_STALL_AFTER", Duration::from_secs(300))?,
+        outstanding,
+        backoff: Backoff {
+            initial: duration("Q2C_SALESFORCE_RECONNECT_MIN", defaults.initial)?,
+            max: duration("Q2C_SALESFORCE_RECONNECT_MAX", defaults.max)?,
+            allocation_exhausted: duration(
+                "Q2C_SALESFORCE_LIMIT_BACKOFF",
+                defaults.allocation_exhausted,
+            )?,
+        },
+    }))
+}
+
+fn client_secret() -> Result<Secret, Error> {
+    if let Some(secret) = settings::optional("Q2C_SALESFORCE_CLIENT_SECRET") {
+        return Ok(Secret::new(secret));
+    }
+    let path = settings::optional_path("Q2C_SALESFORCE_CLIENT_SECRET_FILE").ok_or_else(|| {
+        settings::invalid(
+            "Q2C_SALESFORCE_CLIENT_SECRET",
+            "is not set; set it or Q2C_SALESFORCE_CLIENT_SECRET_FILE for the client-credentials \
+             flow, or Q2C_SALESFORCE_JWT_KEY_FILE and Q2C_SALESFORCE_USERNAME for the JWT bearer flow",
+        )
+    })?;
+    Secret::from_file(&path).map_err(|error| {
+        settings::invalid(
+            "Q2C_SALESFORCE_CLIENT_SECRET_FILE",
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })
+}
+
+fn duration(name: &'static str, default: Duration) -> Result<Duration, Error> {
+    match settings::optional(name) {
+        Some(text) => humantime::parse_duration(&text)
+            .map_err(|error| settings::invalid(name, format!("`{text}`: {error}"))),
+        None => Ok(default),
+    }
+}

@@ -1,0 +1,172 @@
+//! A local Salesforce in the test process, and `q2c serve` pointed at it.
+
+use std::time::Duration;
+
+use q2c_local_salesforce::{Config, DEFAULT_CLIENT_SECRET, Fault, LocalSalesforce, Published};
+use serde_json::{Value, json};
+
+use super::product::Api;
+
+/// The accepted-quote event.
+pub const ACCEPTED: &str = "Q2C_Quote_Accepted__e";
+/// The cancelled-quote event.
+pub const CANCELLED: &str = "Q2C_Quote_Cancelled__e";
+/// Their topics.
+pub const ACCEPTED_TOPIC: &str = "/event/Q2C_Quote_Accepted__e";
+pub const CANCELLED_TOPIC: &str = "/event/Q2C_Quote_Cancelled__e";
+
+/// How q2c logs in.
+#[derive(Clone, Copy)]
+pub enum Login {
+    ClientCredentials,
+    JwtBearer,
+}
+
+/// A running local Salesforce.
+pub struct Salesforce {
+    pub local: LocalSalesforce,
+    key_directory: tempfile::TempDir,
+}
+
+fn deploy_file(name: &str) -> String {
+    let path = format!(
+        "{}/deploy/local-salesforce/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+impl Salesforce {
+    /// Starts one on free ports, with quick keepalives; `tweak` changes the
+    /// rest of its configuration.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Salesforce {
+        let mut config = Config::for_tests();
+        config.keepalive_interval = Duration::from_millis(500);
+        config.jwt_public_key_pem = Some(deploy_file("jwt-public.pem"));
+        tweak(&mut config);
+        let local = q2c_local_salesforce::start(config)
+            .await
+            .expect("local Salesforce starts");
+        let key_directory = tempfile::tempdir().expect("key directory");
+        std::fs::write(
+            key_directory.path().join("jwt-private.pem"),
+            deploy_file("jwt-private.pem"),
+        )
+        .expect("write key");
+        Salesforce {
+            local,
+            key_directory,
+        }
+    }
+
+    /// What `q2c serve` needs to subscribe here: fast reconnects and a short
+    /// stall time, so tests of recovery stay quick.
+    pub fn env(&self, login: Login) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("Q2C_SALESFORCE_PUBSUB_URL", self.local.grpc_url()),
+            ("Q2C_SALESFORCE_LOGIN_URL", self.local.login_url()),
+            (
+                "Q2C_SALESFORCE_CLIENT_ID",
+                self.local.client_id().to_owned(),
+            ),
+            ("Q2C_SALESFORCE_FIRST_START", "EARLIEST".to_owned()),
+            ("Q2C_SALESFORCE_RECONNECT_MIN", "50ms".to_owned()),
+            ("Q2C_SALESFORCE_RECONNECT_MAX", "500ms".to_owned()),
+            ("Q2C_SALESFORCE_STALL_AFTER", "2s".to_owned()),
+        ];
+        match login {
+            Login::ClientCredentials => env.push((
+                "Q2C_SALESFORCE_CLIENT_SECRET",
+                DEFAULT_CLIENT_SECRET.to_owned(),
+            )),
+            Login::JwtBearer => {
+                env.push((
+                    "Q2C_SALESFORCE_JWT_KEY_FILE",
+                    self.key_directory
+                        .path()
+                        .join("jwt-private.pem")
+                        .display()
+                        .to_string(),
+                ));
+                env.push(("Q2C_SALESFORCE_USERNAME", self.local.username().to_owned()));
+                env.push(("Q2C_SALESFORCE_JWT_AUDIENCE", self.local.login_url()));
+            }
+        }
+        env.into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
+    }
+
+    /// Publishes the acceptance of quote `n`.
+    pub fn accept(&self, n: u32) -> Published {
+        self.publish(ACCEPTED, &accepted_fields(n, "pm_card_visa"), None)
+    }
+
+    /// Publishes the cancellation of quote `n`.
+    pub fn cancel(&self, n: u32) -> Published {
+        self.publish(
+            CANCELLED,
+            &json!({"Quote_Id__c": quote_id(n), "Reason__c": "customer withdrew"}),
+            None,
+        )
+    }
+
+    pub fn publish(&self, event: &str, fields: &Value, id: Option<&str>) -> Published {
+        self.local
+            .publish(event, fields, id)
+            .expect("the local Salesforce publishes")
+    }
+
+    pub fn fault(&self, fault: Fault) {
+        self.local.apply(fault);
+    }
+
+    /// The most streams ever open at once on `topic`.
+    pub fn max_open_streams(&self, topic: &str) -> u32 {
+        self.local.status().topics[topic].max_open_streams
+    }
+}
+
+pub fn quote_id(n: u32) -> String {
+    format!("a0q5e{n:013}")
+}
+
+/// A quote-accepted event's fields, as a Flow would publish them.
+pub fn accepted_fields(n: u32, payment_method: &str) -> Value {
+    let lines = json!([
+        {"product_code": "PLAT-ANNUAL", "description": "Platform, annual", "quantity": 10,
+         "unit_price": "1200.00", "discount_percent": "10", "net_total": "10800.00"},
+        {"product_code": "ONBOARD", "description": "Onboarding", "quantity": 1,
+         "unit_price": 500.00, "discount_percent": 0, "net_total": 500.00}
+    ]);
+    json!({
+        "Quote_Id__c": quote_id(n),
+        "Quote_Number__c": format!("Q-{n:05}"),
+        "Account_Id__c": "0015e00000ABCDEFGH",
+        "Account_Name__c": "Acme Corp",
+        "Opportunity_Id__c": "0065e00000ABCDEFGH",
+        "Currency_Iso_Code__c": "USD",
+        "Net_Amount__c": 11300.00,
+        "Payment_Terms__c": "Net 30",
+        "Payment_Method__c": payment_method,
+        "Lines__c": lines.to_string(),
+    })
+}
+
+/// One topic's status from `GET /api/v1/salesforce/subscriptions`.
+pub async fn subscription(api: &Api, topic: &str) -> Value {
+    let answer = api.get("/api/v1/salesforce/subscriptions").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["subscriptions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|each| each["topic"] == topic))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Reconnects of `topic` for `cause` so far.
+pub async fn reconnects(api: &Api, topic: &str, cause: &str) -> u64 {
+    subscription(api, topic).await["reconnects"][cause]
+        .as_u64()
+        .unwrap_or(0)
+}
