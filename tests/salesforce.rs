@@ -475,3 +475,51 @@ async fn cancellations_undo_live_workflows_and_record_the_rest() {
     assert!(serve.terminate().await.success());
     sim.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_hold_one_stream_per_topic_and_hand_over() {
+    let world = World::new().await;
+    let salesforce = Salesforce::start(|_| {}).await;
+    let first = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
+    let first_api = Api::new(&first.http);
+    eventually(
+        "the first process to follow the topic",
+        DEADLINE,
+        || async { subscription(&first_api, ACCEPTED_TOPIC).await["state"] == "streaming" },
+    )
+    .await;
+    let second = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
+    let second_api = Api::new(&second.http);
+    eventually("the second process to stand by", DEADLINE, || async {
+        subscription(&second_api, ACCEPTED_TOPIC).await["state"] == "standby"
+    })
+    .await;
+    for n in 0..3 {
+        salesforce.accept(n);
+    }
+    eventually("three events admitted", DEADLINE, || async {
+        admitted(&world).await == 3
+    })
+    .await;
+    assert_eq!(
+        subscription(&second_api, ACCEPTED_TOPIC).await["events_received"],
+        0
+    );
+
+    first.kill().await;
+    eventually("the second process to take over", DEADLINE, || async {
+        subscription(&second_api, ACCEPTED_TOPIC).await["state"] == "streaming"
+    })
+    .await;
+    for n in 3..5 {
+        salesforce.accept(n);
+    }
+    eventually("the later events admitted", DEADLINE, || async {
+        admitted(&world).await == 5
+    })
+    .await;
+    assert_eq!(workflows(&world).await, 5);
+    assert_eq!(salesforce.max_open_streams(ACCEPTED_TOPIC), 1);
+    assert_eq!(salesforce.max_open_streams(CANCELLED_TOPIC), 1);
+    assert!(second.terminate().await.success());
+}

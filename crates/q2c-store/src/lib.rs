@@ -16,6 +16,7 @@
 //!   position they came from.
 //! - [`queries`]: listing workflows and reading their history.
 //! - [`positions`]: positions in Salesforce event streams, and their moves.
+//! - [`topic_locks`]: one subscriber per Salesforce topic across processes.
 //! - [`record`]: how a saga record is split between its row and the
 //!   content-addressed definition table.
 //!
@@ -30,6 +31,7 @@ pub mod positions;
 pub mod queries;
 mod record;
 pub mod timers;
+pub mod topic_locks;
 pub mod workflows;
 
 use sqlx::PgPool;

@@ -673,3 +673,34 @@ async fn every_operator_move_bumps_the_epoch(pool: PgPool) {
         "the subscriber's own writes keep the epoch"
     );
 }
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn one_process_at_a_time_holds_a_topic_and_a_closed_holder_frees_it(pool: PgPool) {
+    let store = Store::new(pool);
+    let mut first = store.try_lock_topic(ACCEPTED).await.unwrap().unwrap();
+    assert!(first.held().await);
+    assert!(
+        store.try_lock_topic(ACCEPTED).await.unwrap().is_none(),
+        "a second holder of the same topic"
+    );
+    let other_topic = store.try_lock_topic(CANCELLED).await.unwrap();
+    assert!(other_topic.is_some(), "topics are locked one by one");
+
+    first.release().await;
+    let taken_over = store.try_lock_topic(ACCEPTED).await.unwrap();
+    assert!(taken_over.is_some(), "released, so free to take");
+    drop(taken_over);
+    // Dropping closes the connection; the server frees the lock once it
+    // sees the connection end.
+    let start = std::time::Instant::now();
+    loop {
+        if store.try_lock_topic(ACCEPTED).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a dropped holder's lock stays held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

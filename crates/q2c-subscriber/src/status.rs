@@ -12,6 +12,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamState {
+    /// Another q2c process follows the topic; this one takes over when it
+    /// goes away.
+    Standby,
     /// Logging in or opening the stream.
     Connecting,
     /// The stream is open.
@@ -24,7 +27,8 @@ pub enum StreamState {
 
 impl StreamState {
     /// Every state, for gauges that must reset the others.
-    pub const ALL: [StreamState; 4] = [
+    pub const ALL: [StreamState; 5] = [
+        StreamState::Standby,
         StreamState::Connecting,
         StreamState::Streaming,
         StreamState::Backoff,
@@ -34,6 +38,7 @@ impl StreamState {
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Standby => "standby",
             Self::Connecting => "connecting",
             Self::Streaming => "streaming",
             Self::Backoff => "backoff",

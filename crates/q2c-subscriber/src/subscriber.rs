@@ -133,6 +133,7 @@ impl Subscriber {
                 origin: Instant::now(),
                 session: None,
                 started_from: None,
+                lock: None,
             };
             streams.spawn(subscription.run(shutdown.clone()));
         }

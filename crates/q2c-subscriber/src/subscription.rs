@@ -13,6 +13,7 @@ use q2c_salesforce::recovery::{Recovery, Watchdog};
 use q2c_store::Store;
 use q2c_store::intake::StreamPoint;
 use q2c_store::positions::Position;
+use q2c_store::topic_locks::TopicLock;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,8 +30,9 @@ use crate::status::{StreamState, Subscriptions};
 /// The largest response accepted: up to 100 events of up to 1 MB each.
 const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
 
-/// How often a stopped subscription looks for an operator's move.
-const STOPPED_RECHECK: Duration = Duration::from_secs(2);
+/// How often a stopped subscription looks for an operator's move, and a
+/// standby for the topic's lock.
+const RECHECK: Duration = Duration::from_secs(2);
 
 /// Why a stream ended.
 enum Ended {
@@ -45,6 +47,9 @@ enum Ended {
     Auth(AuthError),
     /// A setting or session makes streaming impossible.
     Broken(String),
+    /// The topic's lock was lost (its connection failed): another process
+    /// may follow the topic now.
+    LockLost,
 }
 
 /// One topic's subscription.
@@ -61,6 +66,8 @@ pub(crate) struct Subscription {
     /// The session and start of the current stream.
     pub(crate) session: Option<Arc<Session>>,
     pub(crate) started_from: Option<(Position, i64)>,
+    /// The topic's lock across processes, while this one follows it.
+    pub(crate) lock: Option<TopicLock>,
 }
 
 impl Subscription {
@@ -68,6 +75,9 @@ impl Subscription {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut attempt: u32 = 0;
         loop {
+            if self.lock.is_none() && !self.take_lock(&shutdown).await {
+                return;
+            }
             self.subscriptions
                 .set_state(&self.topic.name, StreamState::Connecting, None);
             let (ended, heard) = self.stream(&shutdown).await;
@@ -100,6 +110,12 @@ impl Subscription {
                 Ended::Auth(error) => {
                     tracing::error!(topic = %topic, error = %error, "could not log in to Salesforce");
                     self.subscriptions.reconnected(&topic, "login");
+                    backoff.wait(attempt, jitter)
+                }
+                Ended::LockLost => {
+                    tracing::warn!(topic = %topic, "lost the topic's lock (its database connection failed); stream closed");
+                    self.subscriptions.reconnected(&topic, "lock_lost");
+                    self.lock = None;
                     backoff.wait(attempt, jitter)
                 }
                 Ended::Broken(reason) => {
@@ -249,6 +265,11 @@ impl Subscription {
                     if watchdog.stalled(self.elapsed()) {
                         return (Ended::Stalled, heard);
                     }
+                    if let Some(lock) = self.lock.as_mut()
+                        && !lock.held().await
+                    {
+                        return (Ended::LockLost, heard);
+                    }
                     self.report_position_age();
                 }
             }
@@ -367,6 +388,46 @@ impl Subscription {
         }
     }
 
+    /// Waits until this process holds the topic's lock (as a standby while
+    /// another one does); returns false on shutdown.
+    async fn take_lock(&mut self, shutdown: &CancellationToken) -> bool {
+        let mut announced = false;
+        loop {
+            match self.store.try_lock_topic(&self.topic.name).await {
+                Ok(Some(lock)) => {
+                    if announced {
+                        tracing::info!(topic = %self.topic.name, "took over the topic");
+                    }
+                    self.lock = Some(lock);
+                    return true;
+                }
+                Ok(None) => {
+                    if !announced {
+                        tracing::info!(topic = %self.topic.name, "another q2c process follows this topic; standing by");
+                        announced = true;
+                    }
+                    self.subscriptions.set_state(
+                        &self.topic.name,
+                        StreamState::Standby,
+                        Some("another q2c process follows this topic".into()),
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic.name, error = %error, "could not take the topic's lock");
+                    self.subscriptions.set_state(
+                        &self.topic.name,
+                        StreamState::Backoff,
+                        Some(format!("cannot take the topic's lock: {error}")),
+                    );
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(RECHECK) => {}
+            }
+        }
+    }
+
     async fn renew_session(&mut self) -> Result<(), AuthError> {
         match self.session.take() {
             Some(stale) => self.tokens.renew(&stale).await.map(|_| ()),
@@ -418,7 +479,7 @@ impl Subscription {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return false,
-                () = tokio::time::sleep(STOPPED_RECHECK) => {}
+                () = tokio::time::sleep(RECHECK) => {}
             }
             match self.store.position_epoch(&self.topic.name).await {
                 Ok(Some(now)) if now != epoch => {
