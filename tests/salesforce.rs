@@ -368,6 +368,9 @@ async fn malformed_events_become_dead_letters_and_the_stream_goes_on() {
     let mut not_adding_up = accepted_fields(1, "pm_card_visa");
     not_adding_up["Net_Amount__c"] = json!(999.0);
     salesforce.publish(ACCEPTED, &not_adding_up, None);
+    salesforce.fault(Fault::Garble { on: true });
+    salesforce.accept(3);
+    salesforce.fault(Fault::Garble { on: false });
     salesforce.accept(2);
     let serve = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
     let api = Api::new(&serve.http);
@@ -381,10 +384,23 @@ async fn malformed_events_become_dead_letters_and_the_stream_goes_on() {
             .fetch_all(&world.pool)
             .await
             .unwrap();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].0.contains("Quote_Id__c"), "{reasons:?}");
     assert!(reasons[1].0.contains("Net_Amount__c"), "{reasons:?}");
-    assert_eq!(subscription(&api, ACCEPTED_TOPIC).await["dead_letters"], 2);
+    assert!(
+        reasons[2]
+            .0
+            .contains("not an Avro datum of this event's schema"),
+        "{reasons:?}"
+    );
+    assert_eq!(subscription(&api, ACCEPTED_TOPIC).await["dead_letters"], 3);
+    let (body,): (Vec<u8>,) = sqlx::query_as(
+        "SELECT body FROM dead_letters WHERE exchange = 'salesforce' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&world.pool)
+    .await
+    .unwrap();
+    assert_eq!(body.len(), 3, "the payload is kept as it came");
     assert!(serve.terminate().await.success());
 }
 

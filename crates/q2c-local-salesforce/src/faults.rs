@@ -30,10 +30,17 @@ pub enum Fault {
         /// On or off.
         on: bool,
     },
+    /// While on, events published through the console are stored with
+    /// their Avro payload cut short, so they no longer decode with their
+    /// schema: what a subscriber sees when a writer and its schema disagree.
+    Garble {
+        /// On or off.
+        on: bool,
+    },
     /// Every event published so far leaves retention: a CUSTOM subscription
     /// from any of their replay ids fails with `replayid.corrupted`.
     ExpireReplayIds,
-    /// Stall, duplicate and refusals off. (Expired tokens and replay ids
+    /// Stall, duplicate, garble and refusals off. (Expired tokens and replay ids
     /// stay expired.)
     Clear,
 }
@@ -46,6 +53,7 @@ impl Fault {
             Self::Unavailable { .. } => "/local/faults/unavailable",
             Self::Stall { .. } => "/local/faults/stall",
             Self::Duplicate { .. } => "/local/faults/duplicate",
+            Self::Garble { .. } => "/local/faults/garble",
             Self::ExpireReplayIds => "/local/faults/expire-replay-ids",
             Self::Clear => "/local/faults/clear",
         }
@@ -55,7 +63,9 @@ impl Fault {
     pub fn body(&self) -> serde_json::Value {
         match self {
             Self::Unavailable { count } => serde_json::json!({ "count": count }),
-            Self::Stall { on } | Self::Duplicate { on } => serde_json::json!({ "on": on }),
+            Self::Stall { on } | Self::Duplicate { on } | Self::Garble { on } => {
+                serde_json::json!({ "on": on })
+            }
             Self::ExpireTokens | Self::ExpireReplayIds | Self::Clear => serde_json::json!({}),
         }
     }
@@ -67,6 +77,7 @@ impl Fault {
 pub(crate) struct FaultState {
     pub stall: bool,
     pub duplicate: bool,
+    pub garble: bool,
     /// Bumped by every `Unavailable`: streams opened before end.
     pub unavailable_epoch: u64,
     /// Bumped by every `ExpireTokens`: streams re-check their token.

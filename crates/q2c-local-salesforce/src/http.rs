@@ -115,12 +115,15 @@ async fn fault(
         "duplicate" => {
             serde_json::from_slice::<Switch>(body).map(|Switch { on }| Fault::Duplicate { on })
         }
+        "garble" => {
+            serde_json::from_slice::<Switch>(body).map(|Switch { on }| Fault::Garble { on })
+        }
         _ => {
             return problem(
                 StatusCode::NOT_FOUND,
                 "unknown_fault",
                 format!(
-                    "no fault {name:?}: expire-tokens, unavailable, stall, duplicate, expire-replay-ids, clear"
+                    "no fault {name:?}: expire-tokens, unavailable, stall, duplicate, garble, expire-replay-ids, clear"
                 ),
             );
         }

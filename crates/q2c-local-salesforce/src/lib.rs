@@ -79,8 +79,9 @@
 //! | `unavailable` | `{"count": n}` | open streams end with `service.unavailable`; the next n Subscribe calls are refused with it |
 //! | `stall` | `{"on": bool}` | streams send nothing (no events, keepalives or idle close) yet stay open |
 //! | `duplicate` | `{"on": bool}` | each delivered event comes twice in its response (same id, same replay id) |
+//! | `garble` | `{"on": bool}` | events published meanwhile are stored with their Avro payload cut short (they no longer decode) |
 //! | `expire-replay-ids` | | every event so far leaves retention: CUSTOM from their ids is `replayid.corrupted` |
-//! | `clear` | | stall, duplicate and refusals off |
+//! | `clear` | | stall, duplicate, garble and refusals off |
 
 mod auth;
 mod bus;

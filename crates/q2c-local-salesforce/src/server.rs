@@ -90,6 +90,7 @@ impl Shared {
             }),
             Fault::Stall { on } => self.faults.send_modify(|f| f.stall = on),
             Fault::Duplicate { on } => self.faults.send_modify(|f| f.duplicate = on),
+            Fault::Garble { on } => self.faults.send_modify(|f| f.garble = on),
             Fault::ExpireReplayIds => {
                 for topic in &self.topics {
                     topic.expire_all();
@@ -98,6 +99,7 @@ impl Shared {
             Fault::Clear => self.faults.send_modify(|f| {
                 f.stall = false;
                 f.duplicate = false;
+                f.garble = false;
                 f.refuse_subscribes = 0;
             }),
         }
@@ -117,6 +119,7 @@ impl Shared {
             faults: FaultStatus {
                 stall: faults.stall,
                 duplicate: faults.duplicate,
+                garble: faults.garble,
                 refuse_subscribes: faults.refuse_subscribes,
             },
         }
@@ -141,10 +144,15 @@ impl Shared {
                 .to_string(),
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let payload = topic
+        let mut payload = topic
             .def
             .encode_fields(fields, chrono::Utc::now().timestamp_millis(), &self.user_id)
             .map_err(Error::InvalidEvent)?;
+        if self.faults.borrow().garble {
+            // The first field (CreatedDate, a long) keeps its bytes; the
+            // rest is gone, so the datum ends in the middle of the record.
+            payload.truncate(payload.len().min(3));
+        }
         let replay = topic
             .append(vec![ProducerEvent {
                 id: id.clone(),

@@ -49,6 +49,8 @@ pub struct FaultStatus {
     pub stall: bool,
     /// Every delivered event is delivered twice.
     pub duplicate: bool,
+    /// Events published now get a payload cut short.
+    pub garble: bool,
     /// How many more Subscribe calls will be refused as unavailable.
     pub refuse_subscribes: u32,
 }

@@ -297,6 +297,36 @@ async fn duplicate_delivers_each_event_twice() {
 }
 
 #[tokio::test]
+async fn garble_stores_payloads_that_no_longer_decode() {
+    let sf = start().await;
+    let auth = Auth::new(&sf).await;
+    let mut client = client(&sf).await;
+    publish_accepted(&sf, 1);
+    switch(&sf, Fault::Garble { on: true }).await;
+    publish_accepted(&sf, 1);
+    switch(&sf, Fault::Garble { on: false }).await;
+    let mut sub = Sub::open(
+        &mut client,
+        &auth,
+        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
+    )
+    .await
+    .unwrap();
+    let response = sub.events().await;
+    assert_eq!(replays(&response), [1, 2]);
+    let schema = apache_avro::Schema::parse_str(q2c_pubsub::schemas::QUOTE_ACCEPTED).unwrap();
+    let decode = |payload: &[u8]| {
+        apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut &payload[..])
+            .is_ok()
+    };
+    assert!(decode(&response.events[0].event.as_ref().unwrap().payload));
+    assert!(!decode(&response.events[1].event.as_ref().unwrap().payload));
+}
+
+#[tokio::test]
 async fn expire_replay_ids_makes_every_earlier_id_corrupted() {
     let sf = start().await;
     let auth = Auth::new(&sf).await;
