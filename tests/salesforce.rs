@@ -104,8 +104,62 @@ async fn events_published_on_salesforce_become_workflows_that_complete() {
     assert_eq!(sim.effects("payment.collect").len(), 5);
     assert_eq!(salesforce.max_open_streams(ACCEPTED_TOPIC), 1);
     assert_eq!(salesforce.max_open_streams(CANCELLED_TOPIC), 1);
+    let key = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local-salesforce/jwt-private.pem"
+    ))
+    .unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(
+        !serve.log().contains(key_line),
+        "the private key is in the log"
+    );
     assert!(serve.terminate().await.success());
     sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_does_not_exist_stops_alone_and_no_secret_is_logged() {
+    let world = World::new().await;
+    let salesforce = Salesforce::start(|_| {}).await;
+    let serve = serve_on(
+        &world,
+        &salesforce,
+        Login::ClientCredentials,
+        &[(
+            "Q2C_SALESFORCE_CANCELLED_TOPIC",
+            "/event/Q2C_Quote_Withdrawn__e",
+        )],
+    )
+    .await;
+    let api = Api::new(&serve.http);
+    eventually("the unknown topic to stop", DEADLINE, || async {
+        subscription(&api, "/event/Q2C_Quote_Withdrawn__e").await["state"] == "stopped"
+    })
+    .await;
+    let stopped = subscription(&api, "/event/Q2C_Quote_Withdrawn__e").await;
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the topic does not exist"),
+        "{stopped}"
+    );
+    salesforce.accept(0);
+    eventually("the other topic to go on", DEADLINE, || async {
+        admitted(&world).await == 1
+    })
+    .await;
+    let log = serve.log();
+    assert!(
+        log.contains("stopped following the topic"),
+        "the stop is logged"
+    );
+    assert!(
+        !log.contains(q2c_local_salesforce::DEFAULT_CLIENT_SECRET),
+        "the client secret is in the log"
+    );
+    assert!(serve.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,6 +282,11 @@ impl Orchestrator {
         }
     }
 
+    /// The whole of the processes' shared log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The end of the processes' shared log, for failure messages.
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
