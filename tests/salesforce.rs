@@ -12,10 +12,10 @@ use std::time::Duration;
 use q2c_local_salesforce::Fault;
 use q2c_store::positions::Position;
 use serde_json::json;
-use support::product::{Api, Sim};
+use support::product::{Api, Sim, accepted_fields};
 use support::salesforce::{
-    ACCEPTED, ACCEPTED_TOPIC, CANCELLED_TOPIC, Login, Salesforce, accepted_fields, quote_id,
-    reconnects, subscription,
+    ACCEPTED, ACCEPTED_TOPIC, CANCELLED_TOPIC, Login, Salesforce, quote_id, reconnects,
+    subscription,
 };
 use support::{Orchestrator, World, eventually};
 
@@ -307,8 +307,10 @@ async fn a_stalled_stream_is_noticed_and_replaced() {
     assert!(serve.terminate().await.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configured() {
+/// One event admitted and its position stored; q2c stopped; the stored
+/// replay id expired in Salesforce and one more event published; q2c started
+/// again with the given policy.
+async fn restarted_after_replay_ids_expired(policy: &str) -> (World, Salesforce, Orchestrator) {
     let world = World::new().await;
     let salesforce = Salesforce::start(|_| {}).await;
     salesforce.accept(0);
@@ -326,9 +328,15 @@ async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configur
         &world,
         &salesforce,
         Login::ClientCredentials,
-        &[("Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID", "earliest")],
+        &[("Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID", policy)],
     )
     .await;
+    (world, salesforce, restarted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configured() {
+    let (world, salesforce, restarted) = restarted_after_replay_ids_expired("earliest").await;
     let api = Api::new(&restarted.http);
     eventually("the event after the expiry admitted", DEADLINE, || async {
         admitted(&world).await == 2
@@ -356,26 +364,7 @@ async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_stored_replay_id_stops_the_topic_until_an_operator_moves_it() {
-    let world = World::new().await;
-    let salesforce = Salesforce::start(|_| {}).await;
-    salesforce.accept(0);
-    let serve = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
-    eventually("the first event admitted", DEADLINE, || async {
-        admitted(&world).await == 1
-    })
-    .await;
-    position_reaches_latest(&world, &salesforce, ACCEPTED_TOPIC).await;
-    assert!(serve.terminate().await.success());
-
-    salesforce.fault(Fault::ExpireReplayIds);
-    salesforce.accept(1);
-    let restarted = serve_on(
-        &world,
-        &salesforce,
-        Login::ClientCredentials,
-        &[("Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID", "stop")],
-    )
-    .await;
+    let (world, salesforce, restarted) = restarted_after_replay_ids_expired("stop").await;
     let api = Api::new(&restarted.http);
     eventually("the topic to stop", DEADLINE, || async {
         subscription(&api, ACCEPTED_TOPIC).await["state"] == "stopped"
@@ -416,10 +405,10 @@ async fn an_expired_stored_replay_id_stops_the_topic_until_an_operator_moves_it(
 async fn malformed_events_become_dead_letters_and_the_stream_goes_on() {
     let world = World::new().await;
     let salesforce = Salesforce::start(|_| {}).await;
-    let mut no_quote = accepted_fields(0, "pm_card_visa");
+    let mut no_quote = accepted_fields(0, "Acme Corp", "pm_card_visa");
     no_quote.as_object_mut().unwrap().remove("Quote_Id__c");
     salesforce.publish(ACCEPTED, &no_quote, None);
-    let mut not_adding_up = accepted_fields(1, "pm_card_visa");
+    let mut not_adding_up = accepted_fields(1, "Acme Corp", "pm_card_visa");
     not_adding_up["Net_Amount__c"] = json!(999.0);
     salesforce.publish(ACCEPTED, &not_adding_up, None);
     salesforce.fault(Fault::Garble { on: true });

@@ -198,6 +198,22 @@ impl Api {
 
 /// A quote-accepted event as Salesforce's streaming API delivers it.
 pub fn accepted_event(n: u32, account_name: &str, payment_method: &str) -> Value {
+    let mut payload = accepted_fields(n, account_name, payment_method);
+    payload["CreatedDate"] = json!("2026-11-27T10:00:00.000Z");
+    payload["CreatedById"] = json!("0055e00000ABCDEFGH");
+    json!({
+        "channel": "/event/Q2C_Quote_Accepted__e",
+        "data": {
+            "schema": "Q2C_Quote_Accepted__e-v1",
+            "event": {"replayId": n, "EventUuid": uuid::Uuid::new_v4().to_string()},
+            "payload": payload,
+        }
+    })
+}
+
+/// The fields of quote `n`'s acceptance, in Salesforce names, as a Flow
+/// publishes them: its own quote id and number, lines that add up.
+pub fn accepted_fields(n: u32, account_name: &str, payment_method: &str) -> Value {
     let lines = json!([
         {"product_code": "PLAT-ANNUAL", "description": "Platform, annual", "quantity": 10,
          "unit_price": "1200.00", "discount_percent": "10", "net_total": "10800.00"},
@@ -205,24 +221,15 @@ pub fn accepted_event(n: u32, account_name: &str, payment_method: &str) -> Value
          "unit_price": 500.00, "discount_percent": 0, "net_total": 500.00}
     ]);
     json!({
-        "channel": "/event/Q2C_Quote_Accepted__e",
-        "data": {
-            "schema": "Q2C_Quote_Accepted__e-v1",
-            "event": {"replayId": n, "EventUuid": uuid::Uuid::new_v4().to_string()},
-            "payload": {
-                "Quote_Id__c": format!("a0q5e{n:013}"),
-                "Quote_Number__c": format!("Q-{n:05}"),
-                "Account_Id__c": "0015e00000ABCDEFGH",
-                "Account_Name__c": account_name,
-                "Opportunity_Id__c": "0065e00000ABCDEFGH",
-                "Currency_Iso_Code__c": "USD",
-                "Net_Amount__c": 11300.00,
-                "Payment_Terms__c": "Net 30",
-                "Payment_Method__c": payment_method,
-                "Lines__c": lines.to_string(),
-                "CreatedDate": "2026-11-27T10:00:00.000Z",
-                "CreatedById": "0055e00000ABCDEFGH"
-            }
-        }
+        "Quote_Id__c": format!("a0q5e{n:013}"),
+        "Quote_Number__c": format!("Q-{n:05}"),
+        "Account_Id__c": "0015e00000ABCDEFGH",
+        "Account_Name__c": account_name,
+        "Opportunity_Id__c": "0065e00000ABCDEFGH",
+        "Currency_Iso_Code__c": "USD",
+        "Net_Amount__c": 11300.00,
+        "Payment_Terms__c": "Net 30",
+        "Payment_Method__c": payment_method,
+        "Lines__c": lines.to_string(),
     })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use q2c_local_salesforce::{Config, DEFAULT_CLIENT_SECRET, Fault, LocalSalesforce, Published};
 use serde_json::{Value, json};
 
-use super::product::Api;
+use super::product::{Api, accepted_fields};
 
 /// The accepted-quote event.
 pub const ACCEPTED: &str = "Q2C_Quote_Accepted__e";
@@ -99,7 +99,11 @@ impl Salesforce {
 
     /// Publishes the acceptance of quote `n`.
     pub fn accept(&self, n: u32) -> Published {
-        self.publish(ACCEPTED, &accepted_fields(n, "pm_card_visa"), None)
+        self.publish(
+            ACCEPTED,
+            &accepted_fields(n, "Acme Corp", "pm_card_visa"),
+            None,
+        )
     }
 
     /// Publishes the cancellation of quote `n`.
@@ -129,28 +133,6 @@ impl Salesforce {
 
 pub fn quote_id(n: u32) -> String {
     format!("a0q5e{n:013}")
-}
-
-/// A quote-accepted event's fields, as a Flow would publish them.
-pub fn accepted_fields(n: u32, payment_method: &str) -> Value {
-    let lines = json!([
-        {"product_code": "PLAT-ANNUAL", "description": "Platform, annual", "quantity": 10,
-         "unit_price": "1200.00", "discount_percent": "10", "net_total": "10800.00"},
-        {"product_code": "ONBOARD", "description": "Onboarding", "quantity": 1,
-         "unit_price": 500.00, "discount_percent": 0, "net_total": 500.00}
-    ]);
-    json!({
-        "Quote_Id__c": quote_id(n),
-        "Quote_Number__c": format!("Q-{n:05}"),
-        "Account_Id__c": "0015e00000ABCDEFGH",
-        "Account_Name__c": "Acme Corp",
-        "Opportunity_Id__c": "0065e00000ABCDEFGH",
-        "Currency_Iso_Code__c": "USD",
-        "Net_Amount__c": 11300.00,
-        "Payment_Terms__c": "Net 30",
-        "Payment_Method__c": payment_method,
-        "Lines__c": lines.to_string(),
-    })
 }
 
 /// One topic's status from `GET /api/v1/salesforce/subscriptions`.
