@@ -121,6 +121,14 @@ impl Subscriber {
         }
         let mut streams = JoinSet::new();
         for topic in &self.settings.topics {
+            // At zero from the start, so the first event of a series counts
+            // in rate() and increase() like any other.
+            for name in [
+                "q2c_salesforce_events_received_total",
+                "q2c_salesforce_dead_letters_total",
+            ] {
+                metrics::counter!(name, "topic" => topic.name.clone()).absolute(0);
+            }
             let subscription = Subscription {
                 topic: topic.clone(),
                 settings: self.settings.clone(),

@@ -538,3 +538,32 @@ fn cause_of(code: &str) -> &'static str {
         _ => "error",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_are_counted_by_a_short_cause() {
+        assert_eq!(cause_of(""), "transport");
+        assert_eq!(
+            cause_of("sfdc.platform.eventbus.grpc.service.unavailable"),
+            "unavailable"
+        );
+        assert_eq!(
+            cause_of("sfdc.platform.eventbus.grpc.subscription.limit.exceeded"),
+            "limit_exceeded"
+        );
+        assert_eq!(
+            cause_of("sfdc.platform.eventbus.grpc.something.new"),
+            "error"
+        );
+    }
+
+    #[test]
+    fn a_request_count_fits_the_wire() {
+        assert_eq!(requested(None), 0);
+        assert_eq!(requested(Some(100)), 100);
+        assert_eq!(requested(Some(u32::MAX)), i32::MAX);
+    }
+}
