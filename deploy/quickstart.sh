@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# The quick start: q2c running on this machine, with sample quotes flowing
-# through it, in one command.
+# The quick start: q2c running on this machine, with sample quotes coming
+# from Salesforce (a local one) and flowing through q2c, in one command.
 #
 #   ./deploy/quickstart.sh                   # runs until Ctrl-C
 #   ./deploy/quickstart.sh --exit-when-done  # exits after the summary
 #
 # It starts (or installs) Postgres and RabbitMQ through deploy/services.sh,
-# builds q2c, applies the schema, starts `q2c serve` (the orchestrator and its
-# HTTP API) and `q2c sim` (simulated ERP, billing, payment and Salesforce
-# connectors), sends a batch of sample quote-accepted events to the API, and
-# shows each quote moving through order, invoice, payment and status report.
-# One sample account is on credit hold (its order is refused: the workflow
-# fails) and one card is declined (the order and invoice are undone: the
-# workflow is compensated); the others complete.
+# builds q2c, applies the schema, and starts three processes on free ports:
+# a local Salesforce (`q2c local-salesforce serve`: the Pub/Sub API, the OAuth
+# token endpoint and a console), `q2c serve` (the orchestrator and its HTTP
+# API) subscribed to it over the Pub/Sub API, logging in with the JWT bearer
+# flow, and `q2c sim` (simulated ERP, billing, payment and Salesforce
+# connectors). It publishes a batch of sample quote-accepted platform events
+# on the local Salesforce, finds the workflow q2c started for each
+# (GET /api/v1/workflows?quote_id=...), and shows each quote moving through
+# order, invoice, payment and status report. One sample account is on credit
+# hold (its order is refused: the workflow fails) and one card is declined
+# (the order and invoice are undone: the workflow is compensated); the others
+# complete.
+#
+# The local Salesforce keeps its events in memory, so each run has a new one
+# whose replay ids start again at 1. A position stored by an earlier run would
+# mean nothing to it: q2c's positions in its topics are moved back to EARLIEST
+# (`q2c salesforce position set`, recorded like any operator's move) before
+# `q2c serve` starts.
 #
 # Run `./deploy/quickstart.sh --help` for the settings. Needs bash, python3
 # (for JSON) and curl (or python3 alone); jq is not needed.
@@ -22,9 +33,11 @@ usage() {
   cat <<'EOF'
 Usage: deploy/quickstart.sh [--exit-when-done] [--release] [--help]
 
-Starts Postgres, RabbitMQ, `q2c serve` and `q2c sim`, sends sample quotes and
-shows them flowing through order, invoice, payment and status report. Then the
-API keeps running until Ctrl-C.
+Starts Postgres, RabbitMQ, a local Salesforce (`q2c local-salesforce serve`),
+`q2c serve` subscribed to it over the Pub/Sub API, and `q2c sim`; publishes
+sample quote-accepted events on the local Salesforce and shows each quote
+flowing through order, invoice, payment and status report. Then everything
+keeps running until Ctrl-C.
 
 Options:
   --exit-when-done  exit after the summary instead of running on: 0 when every
@@ -42,10 +55,21 @@ Settings (environment):
   Q2C_AMQP_PREFIX          broker name prefix (default quickstart.)
   Q2C_RUN_DIR              where logs and state go (default: a new temp dir)
   Q2C_QUICKSTART_QUOTES    how many sample quotes (default 8, at least 3)
-  Q2C_QUICKSTART_TIMEOUT   seconds to wait for every workflow (default 120)
+  Q2C_QUICKSTART_TIMEOUT   seconds from publishing the events until every
+                           workflow has ended (default 120)
   Q2C_SIM_LATENCY          delay before each simulated reply (default 1s)
   Q2C_SIM_FAILURE_RATE     share of commands the simulator fails, retryably
                            (default 0; try 0.2 to watch retries)
+  Q2C_LOCAL_SF_GRPC_ADDR   where the local Salesforce's Pub/Sub API listens
+                           (default 127.0.0.1:0, a free port)
+  Q2C_LOCAL_SF_HTTP_ADDR   where its token endpoint and console listen
+                           (default 127.0.0.1:0)
+
+`q2c serve` logs in to the local Salesforce with the JWT bearer flow
+(deploy/local-salesforce/jwt-private.pem, throwaway keys): the script sets
+Q2C_SALESFORCE_PUBSUB_URL, _LOGIN_URL, _CLIENT_ID, _JWT_KEY_FILE, _USERNAME,
+_JWT_AUDIENCE and _FIRST_START=EARLIEST; other Q2C_SALESFORCE_* settings
+(e.g. Q2C_SALESFORCE_OUTSTANDING) reach it as they are.
 EOF
 }
 
@@ -73,7 +97,15 @@ timeout_s="${Q2C_QUICKSTART_TIMEOUT:-120}"
 
 serve_pid=""
 sim_pid=""
+sf_pid=""
 run_dir=""
+
+# The event the samples are, and the local Salesforce's connected app and user
+# (given to it as flags, so that both sides agree whatever the environment).
+accepted_event=Q2C_Quote_Accepted__e
+sf_topics=(/event/Q2C_Quote_Accepted__e /event/Q2C_Quote_Cancelled__e)
+sf_client_id=q2c-local-client
+sf_username=integration@q2c.local
 
 # --- small helpers ------------------------------------------------------------
 
@@ -110,22 +142,27 @@ helper() {
   python3 -c "$(helper_source)" "$@"
 }
 
-# `http METHOD PATH OUT [BODY_FILE]`: calls the API with the token, writes the
-# response body to OUT and prints the HTTP status (000 if unreachable).
-http() {
-  local method=$1 path=$2 out=$3 body=${4:-}
+# `request METHOD URL OUT [BODY_FILE [HEADER_FILE]]`: writes the response
+# body to OUT and prints the HTTP status (000 if unreachable).
+request() {
+  local method=$1 url=$2 out=$3 body=${4:-} header=${5:-}
   if command -v curl >/dev/null 2>&1; then
-    local args=(-sS --max-time 10 -o "$out" -w '%{http_code}' -X "$method"
-      -H "@$run_dir/auth-header")
+    local args=(-sS --max-time 10 -o "$out" -w '%{http_code}' -X "$method")
+    if [ -n "$header" ]; then args+=(-H "@$header"); fi
     if [ -n "$body" ]; then
       args+=(-H 'Content-Type: application/json' --data-binary "@$body")
     fi
     local code
-    code=$(curl "${args[@]}" "$api$path" 2>>"$run_dir/http-errors.log") || true
+    code=$(curl "${args[@]}" "$url" 2>>"$run_dir/http-errors.log") || true
     echo "${code:-000}"
   else
-    helper http "$method" "$api$path" "$run_dir/auth-header" "$out" "$body"
+    helper http "$method" "$url" "$out" "$body" "$header"
   fi
+}
+
+# `http METHOD PATH OUT [BODY_FILE]`: calls q2c's API, with the token.
+http() {
+  request "$1" "$api$2" "$3" "${4:-}" "$run_dir/auth-header"
 }
 
 # --- processes ------------------------------------------------------------------
@@ -164,12 +201,12 @@ wait_ready() {
 
 stop_processes() {
   local pids=() pid deadline
-  for pid in $serve_pid $sim_pid; do
+  for pid in $serve_pid $sim_pid $sf_pid; do
     if kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
   done
   [ "${#pids[@]}" -gt 0 ] || return 0
   say ""
-  say "Stopping q2c serve and q2c sim..."
+  say "Stopping q2c serve, q2c sim and the local Salesforce..."
   kill -TERM "${pids[@]}" 2>/dev/null || true
   deadline=$(($(now_ms) + 15000))
   for pid in "${pids[@]}"; do
@@ -255,7 +292,41 @@ start_q2c() {
   export Q2C_HTTP_ADDR
   local latency=${Q2C_SIM_LATENCY:-1s}
 
-  step "Starting q2c serve and q2c sim (broker prefix '$Q2C_AMQP_PREFIX')"
+  step "Starting a local Salesforce, q2c serve and q2c sim (broker prefix '$Q2C_AMQP_PREFIX')"
+  start "$run_dir/local-salesforce.ready" "$run_dir/local-salesforce.log" \
+    "$bin" local-salesforce serve \
+    --grpc-addr "${Q2C_LOCAL_SF_GRPC_ADDR:-127.0.0.1:0}" \
+    --http-addr "${Q2C_LOCAL_SF_HTTP_ADDR:-127.0.0.1:0}" \
+    --client-id "$sf_client_id" --username "$sf_username" \
+    --jwt-public-key deploy/local-salesforce/jwt-public.pem
+  sf_pid=$!
+  wait_ready "the local Salesforce" "$sf_pid" "$run_dir/local-salesforce.ready" \
+    "$run_dir/local-salesforce.log"
+  sf_grpc=$(helper get "$run_dir/local-salesforce.ready" grpc)
+  sf_http=$(helper get "$run_dir/local-salesforce.ready" http)
+
+  # Its replay ids start at 1 again: whatever an earlier run stored is
+  # meaningless here (see the top of this file).
+  local topic who
+  who="$(id -un 2>/dev/null || echo someone) via deploy/quickstart.sh"
+  for topic in "${sf_topics[@]}"; do
+    NO_COLOR=1 USER=$who "$bin" salesforce position set "$topic" EARLIEST \
+      >>"$run_dir/positions.log" 2>&1 || {
+      log_tail "$run_dir/positions.log"
+      die "q2c salesforce position set $topic EARLIEST failed"
+    }
+  done
+
+  export Q2C_SALESFORCE_PUBSUB_URL=$sf_grpc
+  export Q2C_SALESFORCE_LOGIN_URL=$sf_http
+  export Q2C_SALESFORCE_CLIENT_ID=$sf_client_id
+  export Q2C_SALESFORCE_JWT_KEY_FILE=$PWD/deploy/local-salesforce/jwt-private.pem
+  export Q2C_SALESFORCE_USERNAME=$sf_username
+  export Q2C_SALESFORCE_JWT_AUDIENCE=$sf_http
+  export Q2C_SALESFORCE_FIRST_START=EARLIEST
+  # The local Salesforce has the standard topics only.
+  unset Q2C_SALESFORCE_ACCEPTED_TOPIC Q2C_SALESFORCE_CANCELLED_TOPIC
+
   start "$run_dir/serve.ready" "$run_dir/serve.log" "$bin" serve --no-migrate
   serve_pid=$!
   start "$run_dir/sim.ready" "$run_dir/sim.log" \
@@ -264,45 +335,87 @@ start_q2c() {
   wait_ready "q2c serve" "$serve_pid" "$run_dir/serve.ready" "$run_dir/serve.log"
   wait_ready "q2c sim" "$sim_pid" "$run_dir/sim.ready" "$run_dir/sim.log"
   api="http://$(helper get "$run_dir/serve.ready" http)"
-  say "  q2c serve  pid $serve_pid, API at $api, log $run_dir/serve.log"
-  say "  q2c sim    pid $sim_pid, replies after $latency, log $run_dir/sim.log"
+  say "  local Salesforce  pid $sf_pid, Pub/Sub API at $sf_grpc, login and console at $sf_http"
+  say "                    log $run_dir/local-salesforce.log"
+  say "  q2c serve         pid $serve_pid, API at $api, subscribed to the local Salesforce"
+  say "                    (JWT bearer login as $sf_username), log $run_dir/serve.log"
+  say "  q2c sim           pid $sim_pid, replies after $latency, log $run_dir/sim.log"
+}
+
+# A curl command line that calls the API at PATH with the token.
+curl_api() {
+  if [ "$token_given" = true ]; then
+    # shellcheck disable=SC2016 # the variable is for the reader's shell
+    printf 'curl -H "Authorization: Bearer $Q2C_API_TOKEN" %s' "'$api$1'"
+  else
+    printf "curl -H 'Authorization: Bearer %s' %s" "$Q2C_API_TOKEN" "'$api$1'"
+  fi
 }
 
 # How to call the API, with the token.
 show_token() {
   if [ "$token_given" = true ]; then
     say "  token: the one in Q2C_API_TOKEN (from your environment)"
-    say "  try:   curl -H \"Authorization: Bearer \$Q2C_API_TOKEN\" $api/api/v1/workflows"
   else
     say "  token: $Q2C_API_TOKEN"
-    say "  try:   curl -H 'Authorization: Bearer $Q2C_API_TOKEN' $api/api/v1/workflows"
   fi
+  say "  try:   $(curl_api /api/v1/workflows)"
   say "         (/api/v1/workflows/<id> shows one workflow's steps and history;"
   say "         /healthz, /readyz and /metrics need no token)"
 }
 
-send_events() {
+# Publishes every sample on the local Salesforce, through its console, as a
+# CPQ flow would publish the platform event. q2c hears of them only over its
+# Pub/Sub subscription.
+publish_events() {
   state=$run_dir/state
   rm -rf "$state"
   mkdir -p "$state"
-  helper samples "$quotes" "$state"
-  step "Sending $quotes quote-accepted events (POST /api/v1/events)"
-  local n code
-  : >"$state/sent.tsv"
+  helper samples "$quotes" "$state" "$run_dir/your-quote.json"
+  step "Publishing $quotes quote-accepted events on the local Salesforce (Pub/Sub API → q2c serve)"
+  local url=$sf_http/local/events/$accepted_event n code
+  say "  POST $url, one per quote"
+  started=$(now_ms)
   while IFS=$'\t' read -r n _; do
-    code=$(http POST /api/v1/events "$state/reply-$n.json" "$state/event-$n.json")
+    code=$(request POST "$url" "$state/published-$n.json" "$state/quote-$n.json")
     case $code in
-      200 | 202) ;;
-      000) die "the API at $api did not answer (see $run_dir/http-errors.log)" ;;
-      *) die "POST /api/v1/events answered $code: $(cat "$state/reply-$n.json")" ;;
+      201) ;;
+      000) die "the local Salesforce at $sf_http did not answer (see $run_dir/http-errors.log)" ;;
+      *) die "the local Salesforce answered $code: $(cat "$state/published-$n.json")" ;;
     esac
-    printf '%s\t%s\n' "$n" "$code" >>"$state/sent.tsv"
   done <"$state/samples.tsv"
-  helper sent "$state"
+  helper published "$state"
 }
 
-# Polls the API until every workflow has ended (or the timeout), showing a
-# line per quote: redrawn in place on a terminal, as new lines otherwise.
+# Polls GET /api/v1/workflows?quote_id=... until q2c has started a workflow
+# for every sample (or the timeout), then lists them and the subscription.
+await_workflows() {
+  local n quote_id code
+  while :; do
+    while IFS=$'\t' read -r n quote_id; do
+      code=$(http GET "/api/v1/workflows?quote_id=$quote_id" "$state/lookup-$n.json")
+      [ "$code" = 200 ] || die "GET /api/v1/workflows?quote_id=$quote_id answered $code"
+    done <"$state/pending.tsv"
+    helper found "$state"
+    [ -s "$state/pending.tsv" ] || break
+    if [ $(($(now_ms) - started)) -gt $((timeout_s * 1000)) ]; then
+      http GET /api/v1/salesforce/subscriptions "$state/subscriptions.json" >/dev/null
+      say "q2c started no workflow for $(wc -l <"$state/pending.tsv") of $quotes quotes within $timeout_s s. Its streams:" >&2
+      helper streams "$state/subscriptions.json" >&2 || true
+      die "the events did not reach q2c: look at $run_dir/serve.log and $run_dir/local-salesforce.log"
+    fi
+    sleep 0.25
+  done
+  say "  q2c serve started a workflow for each within $(seconds "$(($(now_ms) - started))") s:"
+  helper taken_in "$state"
+  http GET /api/v1/salesforce/subscriptions "$state/subscriptions.json" >/dev/null
+  say "  its subscription (the position is stored in the transaction that starts each workflow):"
+  helper streams "$state/subscriptions.json" "/event/$accepted_event"
+}
+
+# Polls the API until every workflow has ended (or the timeout, counted from
+# publishing), showing a line per quote: redrawn in place on a terminal, as
+# new lines otherwise.
 watch_workflows() {
   step "Watching them move through order, invoice, payment and status report"
   say "  ✓ done   … in progress   ✗ failed for good   ↩ undone (order cancelled, invoice voided, payment refunded)"
@@ -312,9 +425,8 @@ watch_workflows() {
   if [ -t 1 ] && [ $((quotes + 3)) -le "$(tput lines 2>/dev/null || echo 0)" ]; then
     tty=true
   fi
-  local started tick drawn=0 code id finished total elapsed line i view pause
+  local tick drawn=0 code id finished total elapsed line i view pause
   local previous=() lines=()
-  started=$(now_ms)
   timed_out=false
   while :; do
     tick=$(now_ms)
@@ -372,19 +484,29 @@ summary() {
 # Leaves the API running until Ctrl-C (or until a process dies).
 keep_running() {
   step "q2c is running"
-  say "  API:   $api (POST /api/v1/events takes your own events too)"
+  say "  API:   $api (it takes events over HTTP too: POST /api/v1/events)"
   show_token
-  say "  logs:  $run_dir/serve.log and sim.log;"
+  say "  local Salesforce: Pub/Sub API $sf_grpc, login and console $sf_http"
+  say "         (its topics and streams: curl $sf_http/local/status)"
+  say "  publish a quote of your own (a new sample: $run_dir/your-quote.json):"
+  say "         $bin local-salesforce publish accepted --url $sf_http \\"
+  say "           --file $run_dir/your-quote.json"
+  say "         its workflow: $(curl_api "/api/v1/workflows?quote_id=$(helper get "$run_dir/your-quote.json" Quote_Id__c)")"
+  say "         q2c's streams: $(curl_api /api/v1/salesforce/subscriptions)"
+  say "  logs:  $run_dir/serve.log, sim.log and local-salesforce.log;"
   say "         every simulated effect: $run_dir/sim-ledger.jsonl"
   say ""
-  say "Press Ctrl-C to stop q2c serve and q2c sim (Postgres and RabbitMQ keep running)."
-  wait -n "$serve_pid" "$sim_pid" || true
-  local pid name log
-  for pid in $serve_pid $sim_pid; do
+  say "Press Ctrl-C to stop q2c serve, q2c sim and the local Salesforce (Postgres and RabbitMQ keep running)."
+  wait -n "$serve_pid" "$sim_pid" "$sf_pid" || true
+  local pid name
+  for pid in $serve_pid $sim_pid $sf_pid; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      name=serve log=$run_dir/serve.log
-      [ "$pid" = "$sim_pid" ] && name=sim log=$run_dir/sim.log
-      log_tail "$log"
+      case $pid in
+        "$serve_pid") name=serve ;;
+        "$sim_pid") name=sim ;;
+        *) name=local-salesforce ;;
+      esac
+      log_tail "$run_dir/$name.log"
       die "q2c $name stopped unexpectedly"
     fi
   done
@@ -428,7 +550,8 @@ main() {
   start_q2c
   step "Your API token"
   show_token
-  send_events
+  publish_events
+  await_workflows
   watch_workflows
   summary
 
@@ -444,13 +567,11 @@ main() {
 helper_source() {
   cat <<'PY'
 """JSON work for deploy/quickstart.sh: sample events, the view, the summary."""
-import datetime
 import hashlib
 import json
 import random
 import secrets
 import sys
-import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -509,44 +630,53 @@ def sample_lines(rng):
     return lines
 
 
-def samples(count, state):
-    """Writes event-N.json for each sample quote, and samples.tsv listing them."""
+def sample_fields(run, n, number, account, method, lines, amount):
+    """A quote-accepted platform event's fields, in Salesforce names, as the
+    local Salesforce's console takes them (CreatedDate and CreatedById are
+    filled in when it publishes)."""
+    name, currency, terms = account
+    return {
+        "Quote_Id__c": salesforce_id("a0q", run, n),
+        "Quote_Number__c": f"Q-{number:05d}",
+        "Account_Id__c": salesforce_id("001", name),
+        "Account_Name__c": name,
+        "Opportunity_Id__c": salesforce_id("006", run, n),
+        "Currency_Iso_Code__c": currency,
+        # A double in the event's schema; cents survive the round trip.
+        "Net_Amount__c": float(amount),
+        "Payment_Terms__c": terms,
+        "Payment_Method__c": method,
+        "Lines__c": json.dumps(lines),  # a JSON array as text, as Salesforce sends it
+    }
+
+
+def samples(count, state, yours):
+    """Writes quote-N.json (the event's fields) for each sample quote,
+    samples.tsv listing them, pending.tsv (sample, quote id: those without a
+    workflow yet), and one more quote in `yours` for a person to publish."""
     count, state = int(count), Path(state)
     credit_hold, declined = count // 3, 2 * count // 3
     run = secrets.token_hex(8)
     first_number = 100 * secrets.randbelow(900) + 10001
-    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    rows = []
+    rows, pending = [], []
     for n in range(count):
-        account, currency, terms = (CREDIT_HOLD if n == credit_hold
-                                    else ACCOUNTS[n % len(ACCOUNTS)])
+        account = CREDIT_HOLD if n == credit_hold else ACCOUNTS[n % len(ACCOUNTS)]
         method = CARD_DECLINED if n == declined else CARD_OK
         expected = ("failed" if n == credit_hold
                     else "compensated" if n == declined else "completed")
         lines = sample_lines(random.Random(n))
         amount = sum(Decimal(line["net_total"]) for line in lines)
-        payload = {
-            "Quote_Id__c": salesforce_id("a0q", run, n),
-            "Quote_Number__c": f"Q-{first_number + n:05d}",
-            "Account_Id__c": salesforce_id("001", account),
-            "Account_Name__c": account,
-            "Opportunity_Id__c": salesforce_id("006", run, n),
-            "Currency_Iso_Code__c": currency,
-            "Net_Amount__c": str(amount),
-            "Payment_Terms__c": terms,
-            "Payment_Method__c": method,
-            "Lines__c": json.dumps(lines),  # a JSON array as text, as Salesforce sends it
-            "CreatedDate": created,
-            "CreatedById": "0055e00000Q2CQSTRT",
-        }
-        event = {"channel": "/event/Q2C_Quote_Accepted__e",
-                 "data": {"schema": "Q2C_Quote_Accepted__e-1",
-                          "event": {"replayId": n + 1, "EventUuid": str(uuid.uuid4())},
-                          "payload": payload}}
-        (state / f"event-{n}.json").write_text(json.dumps(event, indent=2) + "\n")
-        rows.append([str(n), payload["Quote_Number__c"], account,
-                     f"{currency} {amount:,.2f}", method, expected])
+        fields = sample_fields(run, n, first_number + n, account, method, lines, amount)
+        (state / f"quote-{n}.json").write_text(json.dumps(fields, indent=2) + "\n")
+        rows.append([str(n), fields["Quote_Number__c"], account[0],
+                     f"{account[1]} {amount:,.2f}", method, expected])
+        pending.append(f"{n}\t{fields['Quote_Id__c']}\n")
     (state / "samples.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    (state / "pending.tsv").write_text("".join(pending))
+    lines = sample_lines(random.Random(count))
+    fields = sample_fields(run, count, first_number + count, ACCOUNTS[count % len(ACCOUNTS)],
+                           CARD_OK, lines, sum(Decimal(line["net_total"]) for line in lines))
+    Path(yours).write_text(json.dumps(fields, indent=2) + "\n")
 
 
 def read_json(path):
@@ -562,19 +692,71 @@ def get(path, key):
     print("" if value is None else value)
 
 
-def sent(state):
-    """Lists the events sent, and writes workflows.tsv: sample, workflow id."""
+def replay_id(published):
+    """The replay id the console answered (hex of 8 bytes), as a number."""
+    return int(published.get("replay_id") or "0", 16)
+
+
+def published(state):
+    """Says what the local Salesforce published."""
     state = Path(state)
-    codes = dict(line.split("\t") for line in (state / "sent.tsv").read_text().splitlines())
-    ids = []
-    for line in (state / "samples.tsv").read_text().splitlines():
-        n, number, account, amount, method, _ = line.split("\t")
-        reply = read_json(state / f"reply-{n}.json") or {}
-        ids.append(f"{n}\t{reply.get('workflow_id', '')}\n")
+    answers = [read_json(path) or {} for path in sorted(state.glob("published-*.json"))]
+    ids = sorted(replay_id(answer) for answer in answers)
+    topics = sorted({answer.get("topic", "?") for answer in answers})
+    print(f"  published {len(answers)} events on {', '.join(topics)}, replay ids {ids[0]} to {ids[-1]}")
+    print("  waiting for q2c serve to take them in over the Pub/Sub API...")
+
+
+def found(state):
+    """Reads lookup-N.json (GET /api/v1/workflows?quote_id=) of the pending
+    samples; keeps in pending.tsv those without a workflow yet, and adds the
+    others to workflows.tsv (sample, workflow id)."""
+    state = Path(state)
+    still, ids = [], []
+    for line in (state / "pending.tsv").read_text().splitlines():
+        n, _ = line.split("\t")
+        items = (read_json(state / f"lookup-{n}.json") or {}).get("items") or []
+        if items:
+            ids.append(f"{n}\t{items[0]['id']}\n")
+        else:
+            still.append(line + "\n")
+    (state / "pending.tsv").write_text("".join(still))
+    with open(state / "workflows.tsv", "a") as workflows:
+        workflows.write("".join(ids))
+
+
+def taken_in(state):
+    """Lists each sample with its event's replay id and its workflow; writes
+    refresh (every workflow, for the first view)."""
+    state = Path(state)
+    ids = dict(line.split("\t") for line in (state / "workflows.tsv").read_text().splitlines())
+    rows = [line.split("\t") for line in (state / "samples.tsv").read_text().splitlines()]
+    replay_ids = [replay_id(read_json(state / f"published-{row[0]}.json") or {}) for row in rows]
+    width = len(str(max(replay_ids)))
+    for (n, number, account, amount, method, _), replay in zip(rows, replay_ids):
         print(f"  {number:<8}  {account:<{ACCOUNT_WIDTH}}  {amount:>13}  {method:<22}  "
-              f"{codes.get(n, '?')}: workflow {reply.get('workflow_id', '?')}")
-    (state / "workflows.tsv").write_text("".join(ids))
-    (state / "refresh").write_text("".join(line.split("\t")[1] for line in ids))
+              f"replay id {replay:>{width}} → workflow {ids[n]}")
+    (state / "refresh").write_text("".join(f"{ids[n]}\n" for n in ids))
+
+
+def streams(path, topic=""):
+    """One line per topic of GET /api/v1/salesforce/subscriptions (or just
+    `topic`'s): its stream's state and the position q2c stored."""
+    answer = read_json(path)
+    if answer is None:
+        print("  (q2c did not answer GET /api/v1/salesforce/subscriptions)")
+        return
+    if not answer.get("enabled"):
+        print("  no subscriber: Q2C_SALESFORCE_PUBSUB_URL did not reach q2c serve")
+        return
+    for status in answer.get("subscriptions") or []:
+        if topic and status["topic"] != topic:
+            continue
+        detail = f" ({status['detail']})" if status.get("detail") else ""
+        dead = f", {status['dead_letters']} dead-lettered" if status.get("dead_letters") else ""
+        print(f"  {status['topic']}: {status['state']}{detail}, "
+              f"{status['events_received']} events received{dead}, "
+              f"position {status.get('position') or 'none'}")
 
 
 def load(state):
@@ -685,13 +867,16 @@ def summary(state, timed_out):
     print(f"All {len(quotes)} workflows ended as expected: {counts}.")
 
 
-def http(method, url, header_file, out, body=""):
+def http(method, url, out, body="", header_file=""):
     """curl's job, for machines without curl: prints the HTTP status."""
     import urllib.error
     import urllib.request
-    name, _, value = Path(header_file).read_text().strip().partition(": ")
+    headers = {}
+    if header_file:
+        name, _, value = Path(header_file).read_text().strip().partition(": ")
+        headers[name] = value
     data = Path(body).read_bytes() if body else None
-    request = urllib.request.Request(url, data=data, method=method, headers={name: value})
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
@@ -705,8 +890,9 @@ def http(method, url, header_file, out, body=""):
     print(f"{code:03d}")
 
 
-COMMANDS = {"samples": samples, "get": get, "sent": sent, "view": view,
-            "summary": summary, "http": http}
+COMMANDS = {"samples": samples, "get": get, "published": published, "found": found,
+            "taken_in": taken_in, "streams": streams, "view": view, "summary": summary,
+            "http": http}
 COMMANDS[sys.argv[1]](*sys.argv[2:])
 PY
 }

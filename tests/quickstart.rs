@@ -1,7 +1,8 @@
 //! The quick start, run as a newcomer runs it: `deploy/quickstart.sh
 //! --exit-when-done` against real Postgres and RabbitMQ, with the real
-//! binary, sending its sample quotes over HTTP and summing up how each
-//! ended. Its database and broker prefix are its own, and are dropped after.
+//! binary, publishing its sample quotes on a local Salesforce that `q2c
+//! serve` subscribes to over the Pub/Sub API, and summing up how each ended.
+//! Its database and broker prefix are its own, and are dropped after.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -30,7 +31,40 @@ const INHERITED: &[&str] = &[
     "Q2C_INTAKE_WORKFLOW",
     "Q2C_READY_FILE",
     "Q2C_CRASH_AT",
+    // The local Salesforce's settings.
+    "Q2C_LOCAL_SF_GRPC_ADDR",
+    "Q2C_LOCAL_SF_HTTP_ADDR",
+    "Q2C_LOCAL_SF_ORG_ID",
+    "Q2C_LOCAL_SF_USER_ID",
+    "Q2C_LOCAL_SF_USERNAME",
+    "Q2C_LOCAL_SF_CLIENT_ID",
+    "Q2C_LOCAL_SF_CLIENT_SECRET",
+    "Q2C_LOCAL_SF_JWT_PUBLIC_KEY",
+    "Q2C_LOCAL_SF_TOKEN_TTL",
+    "Q2C_LOCAL_SF_KEEPALIVE",
+    "Q2C_LOCAL_SF_IDLE_TIMEOUT",
+    "Q2C_LOCAL_SF_RETENTION",
+    // The subscriber's, in `q2c serve`.
+    "Q2C_SALESFORCE_PUBSUB_URL",
+    "Q2C_SALESFORCE_LOGIN_URL",
+    "Q2C_SALESFORCE_CLIENT_ID",
+    "Q2C_SALESFORCE_CLIENT_SECRET",
+    "Q2C_SALESFORCE_CLIENT_SECRET_FILE",
+    "Q2C_SALESFORCE_JWT_KEY_FILE",
+    "Q2C_SALESFORCE_USERNAME",
+    "Q2C_SALESFORCE_JWT_AUDIENCE",
+    "Q2C_SALESFORCE_FIRST_START",
+    "Q2C_SALESFORCE_ON_EXPIRED_REPLAY_ID",
+    "Q2C_SALESFORCE_OUTSTANDING",
+    "Q2C_SALESFORCE_ACCEPTED_TOPIC",
+    "Q2C_SALESFORCE_CANCELLED_TOPIC",
+    "Q2C_SALESFORCE_STALL_AFTER",
+    "Q2C_SALESFORCE_RECONNECT_MIN",
+    "Q2C_SALESFORCE_RECONNECT_MAX",
+    "Q2C_SALESFORCE_LIMIT_BACKOFF",
 ];
+
+const ACCEPTED_TOPIC: &str = "/event/Q2C_Quote_Accepted__e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_start_runs_every_sample_quote_to_its_expected_outcome() {
@@ -40,6 +74,48 @@ async fn the_quick_start_runs_every_sample_quote_to_its_expected_outcome() {
 
     let (status, output) = run_quickstart(&world, run_dir.path(), &transcript).await;
     assert!(status.success(), "quickstart failed ({status}):\n{output}");
+
+    // The quotes were published on the local Salesforce, never sent to
+    // q2c's HTTP API: q2c took each in over its Pub/Sub subscription.
+    assert!(
+        output.contains(
+            "==> Publishing 8 quote-accepted events on the local Salesforce (Pub/Sub API → q2c serve)"
+        ),
+        "{output}"
+    );
+    assert!(
+        output.contains("published 8 events on /event/Q2C_Quote_Accepted__e, replay ids 1 to 8"),
+        "{output}"
+    );
+    assert!(
+        output.contains("q2c serve started a workflow for each within"),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "/event/Q2C_Quote_Accepted__e: streaming, 8 events received, position 0000000000000008"
+        ),
+        "the subscription's state, as GET /api/v1/salesforce/subscriptions tells it:\n{output}"
+    );
+    // Where q2c stands in the topic: after the last event, committed with
+    // its workflow's start.
+    let position: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT replay_id FROM salesforce_positions WHERE topic = $1")
+            .bind(ACCEPTED_TOPIC)
+            .fetch_one(&world.pool)
+            .await
+            .expect("a stored position for the accepted-quote topic");
+    assert_eq!(position, Some(8u64.to_be_bytes().to_vec()));
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM intake_events \
+                 WHERE channel = '/event/Q2C_Quote_Accepted__e' AND workflow_id IS NOT NULL"
+            )
+            .await,
+        8,
+        "each event admitted from the topic started a workflow"
+    );
 
     // The live view, printed as new lines since stdout is not a terminal.
     assert!(output.contains("==> Watching them move"), "{output}");
@@ -94,7 +170,7 @@ async fn the_quick_start_runs_every_sample_quote_to_its_expected_outcome() {
 
     // It stopped what it started.
     assert!(output.contains("Stopped. Logs are in"), "{output}");
-    for ready in ["serve.ready", "sim.ready"] {
+    for ready in ["serve.ready", "sim.ready", "local-salesforce.ready"] {
         let announced = std::fs::read_to_string(run_dir.path().join(ready)).expect(ready);
         let pid = serde_json::from_str::<serde_json::Value>(&announced).expect("JSON")["pid"]
             .as_u64()

@@ -336,7 +336,7 @@ async fn restarted_after_replay_ids_expired(policy: &str) -> (World, Salesforce,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configured() {
-    let (world, salesforce, restarted) = restarted_after_replay_ids_expired("earliest").await;
+    let (world, _salesforce, restarted) = restarted_after_replay_ids_expired("earliest").await;
     let api = Api::new(&restarted.http);
     eventually("the event after the expiry admitted", DEADLINE, || async {
         admitted(&world).await == 2
@@ -364,7 +364,7 @@ async fn an_expired_stored_replay_id_starts_again_from_earliest_when_so_configur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_stored_replay_id_stops_the_topic_until_an_operator_moves_it() {
-    let (world, salesforce, restarted) = restarted_after_replay_ids_expired("stop").await;
+    let (world, _salesforce, restarted) = restarted_after_replay_ids_expired("stop").await;
     let api = Api::new(&restarted.http);
     eventually("the topic to stop", DEADLINE, || async {
         subscription(&api, ACCEPTED_TOPIC).await["state"] == "stopped"

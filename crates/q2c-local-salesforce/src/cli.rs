@@ -22,13 +22,14 @@ use crate::{
 pub enum Command {
     /// Run a local Salesforce (Pub/Sub API, OAuth token endpoint, console)
     /// until Ctrl-C or SIGTERM.
-    Serve(Args),
+    Serve(Box<Args>),
     /// Publish one platform event through a running local Salesforce.
     Publish(PublishArgs),
 }
 
 /// How `serve` runs: flags, each also read from a `Q2C_LOCAL_SF_*`
-/// variable, so a person or a script can configure it either way.
+/// variable (the ready file from `Q2C_READY_FILE`, as for `q2c serve`), so a
+/// person or a script can configure it either way.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Where the Pub/Sub API (gRPC, plain HTTP/2) listens.
@@ -86,6 +87,12 @@ pub struct Args {
     /// How long events (and their replay ids) are retained.
     #[arg(long, env = "Q2C_LOCAL_SF_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+
+    /// Once listening, write `{"pid", "grpc", "http"}` (the URLs) here as
+    /// JSON, whole: a script can start it on port 0 and read where it
+    /// listens.
+    #[arg(long, env = "Q2C_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -166,7 +173,7 @@ pub struct PublishArgs {
 /// signal stops at once), `publish` after printing what was published.
 pub async fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Publish(args) => {
             let fields = read_fields(&args.file)?;
             let published =
@@ -207,6 +214,9 @@ async fn serve(args: Args) -> Result<(), Error> {
         local.http_url(),
         local.http_url()
     );
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, &local)?;
+    }
 
     tokio::select! {
         () = stop_signal() => tracing::info!("stopping the local Salesforce"),
@@ -219,6 +229,24 @@ async fn serve(args: Args) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Announces where `local` listens. The JSON is written to `<path>.partial`
+/// and renamed, so a reader sees all of it or nothing.
+fn write_ready_file(path: &Path, local: &crate::LocalSalesforce) -> Result<(), Error> {
+    let content = serde_json::json!({
+        "pid": std::process::id(),
+        "grpc": local.grpc_url(),
+        "http": local.http_url(),
+    });
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{content}\n"))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|error| Error::Config {
+            setting: "Q2C_READY_FILE",
+            reason: format!("cannot write {}: {error}", path.display()),
+        })
 }
 
 /// Ctrl-C, or SIGTERM where there is one.
@@ -303,6 +331,55 @@ mod tests {
         assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.grpc_addr.port(), 0);
         config.validate().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_ready_file_says_where_a_local_salesforce_on_port_0_listens() {
+        let local = crate::start(Config::for_tests()).await.unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("local-salesforce.ready");
+
+        write_ready_file(&path, &local).unwrap();
+
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(ready["pid"], std::process::id());
+        assert_eq!(
+            ready["grpc"],
+            format!("http://127.0.0.1:{}", local.grpc_addr().port())
+        );
+        assert_eq!(
+            ready["http"],
+            format!("http://127.0.0.1:{}", local.http_addr().port())
+        );
+        assert_ne!(local.grpc_addr().port(), 0);
+        let status = reqwest::get(format!("{}/local/status", ready["http"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "the console answers at the announced URL");
+        let names: Vec<_> = std::fs::read_dir(directory.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["local-salesforce.ready"], "no partial file is left");
+
+        let unwritable = directory.path().join("missing").join("x.ready");
+        let error = write_ready_file(&unwritable, &local).unwrap_err();
+        assert!(
+            error.to_string().contains("Q2C_READY_FILE"),
+            "the error names the setting: {error}"
+        );
+        local.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn serve_takes_a_ready_file() {
+        let cli = Cli::try_parse_from(["x", "serve", "--ready-file", "ls.ready"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.ready_file, Some(PathBuf::from("ls.ready")));
     }
 
     #[test]
