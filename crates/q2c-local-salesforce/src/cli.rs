@@ -12,8 +12,8 @@ use std::{
 use crate::{
     Config, Error, Secret,
     config::{
-        DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR,
-        DEFAULT_ORG_ID, DEFAULT_USER_ID, DEFAULT_USERNAME,
+        DEFAULT_API_DAILY_LIMIT, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_GRPC_ADDR,
+        DEFAULT_HTTP_ADDR, DEFAULT_ORG_ID, DEFAULT_USER_ID, DEFAULT_USERNAME,
     },
 };
 
@@ -88,6 +88,11 @@ pub struct Args {
     #[arg(long, env = "Q2C_LOCAL_SF_RETENTION", default_value = "72h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
+    /// The org's daily API budget: REST calls allowed before they are
+    /// refused with REQUEST_LIMIT_EXCEEDED.
+    #[arg(long, env = "Q2C_LOCAL_SF_API_DAILY_LIMIT", default_value_t = DEFAULT_API_DAILY_LIMIT)]
+    pub api_daily_limit: u64,
+
     /// Once listening, write `{"pid", "grpc", "http"}` (the URLs) here as
     /// JSON, whole: a script can start it on port 0 and read where it
     /// listens.
@@ -121,6 +126,7 @@ impl Args {
             keepalive_interval: self.keepalive,
             idle_timeout: self.idle_timeout,
             retention: self.retention,
+            api_daily_limit: self.api_daily_limit,
         })
     }
 }
@@ -209,6 +215,10 @@ async fn serve(args: Args) -> Result<(), Error> {
             local.schema_id(event).unwrap_or_default()
         );
     }
+    println!(
+        "  REST API:            {}/services/data/v62.0/ (Bearer token)",
+        local.instance_url()
+    );
     println!(
         "  console:             {}/local/status, POST {}/local/events/<event>",
         local.http_url(),
@@ -321,6 +331,8 @@ mod tests {
             "200ms",
             "--retention",
             "1h",
+            "--api-daily-limit",
+            "50",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -330,6 +342,7 @@ mod tests {
         assert_eq!(config.keepalive_interval, Duration::from_millis(200));
         assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.grpc_addr.port(), 0);
+        assert_eq!(config.api_daily_limit, 50);
         config.validate().unwrap();
     }
 

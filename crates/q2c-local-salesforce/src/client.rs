@@ -83,6 +83,107 @@ pub async fn apply_fault(base_url: &str, fault: Fault) -> Result<StatusReport, E
     read_json(url, response).await
 }
 
+/// Creates a record through the console of the local Salesforce at
+/// `base_url` (`fields` may carry its `Id`); answers the record's id.
+pub async fn create_record(
+    base_url: &str,
+    object: &str,
+    fields: serde_json::Value,
+) -> Result<String, Error> {
+    #[derive(Deserialize)]
+    struct Created {
+        id: String,
+    }
+    let url = format!(
+        "{}/local/records/{}",
+        base_url.trim_end_matches('/'),
+        encode(object)
+    );
+    let response = http()
+        .post(&url)
+        .json(&fields)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json::<Created>(url, response)
+        .await
+        .map(|created| created.id)
+}
+
+/// A record of the local Salesforce at `base_url`, as its REST API shows
+/// it; `None` when there is no such record.
+pub async fn record(
+    base_url: &str,
+    object: &str,
+    id: &str,
+) -> Result<Option<serde_json::Value>, Error> {
+    let url = format!(
+        "{}/local/records/{}/{}",
+        base_url.trim_end_matches('/'),
+        encode(object),
+        encode(id)
+    );
+    let response = http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    read_json(url, response).await.map(Some)
+}
+
+/// The platform events of `event` published over REST to the local
+/// Salesforce at `base_url`, oldest first.
+pub async fn published(base_url: &str, event: &str) -> Result<Vec<serde_json::Value>, Error> {
+    let url = format!(
+        "{}/local/published/{}",
+        base_url.trim_end_matches('/'),
+        encode(event)
+    );
+    let response = http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json(url, response).await
+}
+
+/// Sets the daily API budget of the local Salesforce at `base_url` (calls
+/// used, calls allowed, or both).
+pub async fn set_limits(base_url: &str, used: Option<u64>, max: Option<u64>) -> Result<(), Error> {
+    let url = format!("{}/local/limits", base_url.trim_end_matches('/'));
+    let mut body = serde_json::Map::new();
+    if let Some(used) = used {
+        body.insert("used".into(), used.into());
+    }
+    if let Some(max) = max {
+        body.insert("max".into(), max.into());
+    }
+    let response = http()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|source| Error::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
+    read_json::<serde_json::Value>(url, response)
+        .await
+        .map(|_| ())
+}
+
 /// Reads a success's JSON, or turns an error answer into [`Error::Refused`].
 async fn read_json<T: serde::de::DeserializeOwned>(
     url: String,

@@ -81,7 +81,13 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long published events are kept (and their replay ids valid).
     pub retention: Duration,
+    /// The org's daily API budget: REST calls allowed before they are
+    /// refused with `REQUEST_LIMIT_EXCEEDED` (it never resets by itself).
+    pub api_daily_limit: u64,
 }
+
+/// The daily API budget unless told otherwise (a Developer Edition org's).
+pub const DEFAULT_API_DAILY_LIMIT: u64 = 15_000;
 
 impl Default for Config {
     /// Salesforce's own timings, on the default local ports.
@@ -99,6 +105,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(270),
             idle_timeout: Duration::from_secs(60),
             retention: Duration::from_secs(72 * 60 * 60),
+            api_daily_limit: DEFAULT_API_DAILY_LIMIT,
         }
     }
 }
@@ -150,6 +157,12 @@ impl Config {
                     reason: "must be printable ASCII without spaces".to_owned(),
                 });
             }
+        }
+        if self.api_daily_limit == 0 {
+            return Err(Error::Config {
+                setting: "api_daily_limit",
+                reason: "must be at least 1".to_owned(),
+            });
         }
         if self.client_secret.expose().is_empty() {
             return Err(Error::Config {

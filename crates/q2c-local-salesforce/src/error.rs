@@ -75,6 +75,24 @@ pub enum Error {
     #[error("{0}")]
     InvalidEvent(String),
 
+    /// There is no such object with records in this org.
+    #[error("unknown object {0:?} (known: Opportunity, Q2C_Quote_Status__c)")]
+    UnknownObject(String),
+
+    /// A record's fields do not fit its object; the message is
+    /// Salesforce's, naming the field.
+    #[error("{0}")]
+    InvalidRecord(String),
+
+    /// A record of this id exists already.
+    #[error("a {object} record with id {id} exists already")]
+    RecordExists {
+        /// The object's API name.
+        object: String,
+        /// The record's id.
+        id: String,
+    },
+
     /// The local Salesforce could not be reached over HTTP.
     #[error("cannot reach the local Salesforce at {url}: {source}")]
     Unreachable {

@@ -2,9 +2,10 @@
 //! servers share.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -12,6 +13,7 @@ use std::{
 
 use jsonwebtoken::DecodingKey;
 use q2c_pubsub::{ProducerEvent, pub_sub_server::PubSubServer};
+use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -19,12 +21,19 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Config, Error, Fault, Published, StatusReport,
     auth::{Authority, Tokens},
-    bus::{Topic, encode_replay_id, hex},
+    bus::{Topic, encode_replay_id, hex, lock},
     catalog::EventDefinition,
-    faults::FaultState,
+    faults::{DEFAULT_VALIDATION_MESSAGE, FaultState},
     grpc, http,
-    status::FaultStatus,
+    limits::Budget,
+    org::{Hazards, Org},
+    sobjects::{self, OPPORTUNITY},
+    status::{FaultStatus, RestStatus},
 };
+
+/// The event whose publishing through the console also creates its
+/// Opportunity, so a status can later be written to it.
+const QUOTE_ACCEPTED: &str = "Q2C_Quote_Accepted__e";
 
 /// What the gRPC service, the streams and the HTTP routes share.
 pub(crate) struct Shared {
@@ -40,6 +49,12 @@ pub(crate) struct Shared {
     pub tokens: Tokens,
     pub faults: watch::Sender<FaultState>,
     subscribe_calls: AtomicU64,
+    /// Records and events of the REST API.
+    pub org: Mutex<Org>,
+    /// The daily API budget.
+    pub budget: Budget,
+    /// REST calls refused before they were read, by error code.
+    rest_refused: Mutex<BTreeMap<&'static str, u64>>,
     pub shutdown: CancellationToken,
 }
 
@@ -76,6 +91,42 @@ impl Shared {
         refused
     }
 
+    /// Takes one refusal of the `rest-down` or `rest-unavailable` switch,
+    /// if either refuses the next REST call.
+    pub fn take_rest_refusal(&self) -> bool {
+        let mut refused = false;
+        self.faults.send_if_modified(|faults| {
+            if faults.rest_down {
+                refused = true;
+            } else if faults.rest_unavailable > 0 {
+                faults.rest_unavailable -= 1;
+                refused = true;
+            }
+            false
+        });
+        refused
+    }
+
+    /// Counts a REST call refused before it was read.
+    pub fn count_rest_refusal(&self, code: &'static str) {
+        *lock(&self.rest_refused).entry(code).or_default() += 1;
+    }
+
+    /// The switches a REST write to `object` meets now; takes one
+    /// `lock-row` refusal if any is left.
+    pub fn write_hazards(&self, object: &str) -> Hazards {
+        let mut hazards = Hazards::default();
+        self.faults.send_if_modified(|faults| {
+            if faults.lock_row > 0 {
+                faults.lock_row -= 1;
+                hazards.lock_row = true;
+            }
+            hazards.validation = faults.validation.get(object).cloned();
+            false
+        });
+        hazards
+    }
+
     /// Turns a fault switch.
     pub fn apply(&self, fault: Fault) {
         tracing::info!(?fault, "fault switch");
@@ -96,17 +147,62 @@ impl Shared {
                     topic.expire_all();
                 }
             }
+            Fault::RestUnavailable { count } => {
+                self.faults.send_modify(|f| f.rest_unavailable = count);
+            }
+            Fault::RestDown { on } => self.faults.send_modify(|f| f.rest_down = on),
+            Fault::LockRow { count } => self.faults.send_modify(|f| f.lock_row = count),
+            Fault::Validation {
+                object,
+                message,
+                on,
+            } => {
+                // Kept under the object's own spelling, which writes name.
+                let object = sobjects::find(&object).map_or(object, |o| o.name.to_owned());
+                let message = if message.trim().is_empty() {
+                    DEFAULT_VALIDATION_MESSAGE.to_owned()
+                } else {
+                    message
+                };
+                self.faults.send_modify(|f| {
+                    if on {
+                        f.validation.insert(object, message);
+                    } else {
+                        f.validation.remove(&object);
+                    }
+                });
+            }
             Fault::Clear => self.faults.send_modify(|f| {
                 f.stall = false;
                 f.duplicate = false;
                 f.garble = false;
                 f.refuse_subscribes = 0;
+                f.rest_unavailable = 0;
+                f.rest_down = false;
+                f.lock_row = 0;
+                f.validation.clear();
             }),
         }
     }
 
     pub fn status(&self) -> StatusReport {
         let faults = self.faults.borrow().clone();
+        let usage = self.budget.usage();
+        let rest = {
+            let org = lock(&self.org);
+            RestStatus {
+                api_calls: self.budget.counted(),
+                api_usage: usage.used,
+                api_max: usage.max,
+                refused: lock(&self.rest_refused)
+                    .iter()
+                    .map(|(code, n)| ((*code).to_owned(), *n))
+                    .collect(),
+                writes: org.writes(),
+                records: org.record_counts(),
+                published: org.published_counts(),
+            }
+        };
         StatusReport {
             org_id: self.org_id.clone(),
             tokens_issued: self.tokens.issued(),
@@ -116,12 +212,112 @@ impl Shared {
                 .iter()
                 .map(|t| (t.def.topic.clone(), t.status()))
                 .collect(),
+            rest,
             faults: FaultStatus {
                 stall: faults.stall,
                 duplicate: faults.duplicate,
                 garble: faults.garble,
                 refuse_subscribes: faults.refuse_subscribes,
+                rest_unavailable: faults.rest_unavailable,
+                rest_down: faults.rest_down,
+                lock_row: faults.lock_row,
+                validation: faults.validation,
             },
+        }
+    }
+
+    /// Creates a record past the API: `fields` may carry its `Id`.
+    pub fn create_record(&self, object: &str, fields: &Value) -> Result<String, Error> {
+        let sobject = sobjects::find(object)
+            .filter(|o| !o.is_event())
+            .ok_or_else(|| Error::UnknownObject(object.to_owned()))?;
+        let Value::Object(fields) = fields else {
+            return Err(Error::NotJson(format!("expected an object, got {fields}")));
+        };
+        let mut fields = fields.clone();
+        let id_key = fields
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("Id"))
+            .cloned();
+        let id = match id_key.and_then(|key| fields.remove(&key)) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.trim().is_empty() => Some(id),
+            Some(other) => {
+                return Err(Error::InvalidRecord(format!(
+                    "Id must be a non-empty string, not {other}"
+                )));
+            }
+        };
+        let mut org = lock(&self.org);
+        if let Some(id) = &id
+            && org.exists(sobject, id)
+        {
+            return Err(Error::RecordExists {
+                object: sobject.name.to_owned(),
+                id: id.clone(),
+            });
+        }
+        let id = org
+            .insert(sobject, id.as_deref(), &Value::Object(fields))
+            .map_err(|e| Error::InvalidRecord(e.message()))?;
+        tracing::info!(object = sobject.name, %id, "record created from the console");
+        Ok(id)
+    }
+
+    /// A record as the REST API shows it.
+    pub fn record(&self, object: &str, id: &str) -> Option<Value> {
+        let object = sobjects::find(object).filter(|o| !o.is_event())?;
+        lock(&self.org)
+            .get(object, id, crate::org::API_VERSION)
+            .ok()
+    }
+
+    /// The first record whose `field` holds `value`.
+    pub fn record_by(&self, object: &str, field: &str, value: &str) -> Option<Value> {
+        let object = sobjects::find(object).filter(|o| !o.is_event())?;
+        lock(&self.org).find(object, field, value)
+    }
+
+    /// The platform events of `event` published over REST, oldest first.
+    pub fn published(&self, event: &str) -> Option<Vec<Value>> {
+        let event = sobjects::find(event).filter(|o| o.is_event())?;
+        Some(lock(&self.org).published(event))
+    }
+
+    /// Creates the Opportunity a quote-accepted event names, unless it
+    /// exists: named after the quote, closed won, for its net amount.
+    fn ensure_opportunity(&self, fields: &serde_json::Map<String, Value>) {
+        let Some(id) = fields
+            .get("Opportunity_Id__c")
+            .and_then(Value::as_str)
+            .filter(|id| !id.trim().is_empty())
+        else {
+            return;
+        };
+        let Some(object) = sobjects::find(OPPORTUNITY) else {
+            return;
+        };
+        let mut org = lock(&self.org);
+        if org.exists(object, id) {
+            return;
+        }
+        let of_type = |name: &str, check: fn(&Value) -> bool| {
+            fields
+                .get(name)
+                .filter(|v| check(v))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let record = json!({
+            "Name": of_type("Quote_Number__c", Value::is_string),
+            "StageName": "Closed Won",
+            "Amount": of_type("Net_Amount__c", Value::is_number),
+        });
+        match org.insert(object, Some(id), &record) {
+            Ok(id) => tracing::info!(%id, "Opportunity of an accepted quote created"),
+            Err(error) => {
+                tracing::warn!(error = %error.message(), "cannot create the accepted quote's Opportunity");
+            }
         }
     }
 
@@ -164,6 +360,9 @@ impl Shared {
             .copied()
             .unwrap_or_default();
         tracing::info!(topic = %topic.def.topic, %id, replay, "event published from the console");
+        if topic.def.api_name == QUOTE_ACCEPTED {
+            self.ensure_opportunity(fields);
+        }
         Ok(Published {
             id,
             replay_id: hex(&encode_replay_id(replay)),
@@ -237,6 +436,9 @@ pub async fn start(config: Config) -> Result<LocalSalesforce, Error> {
         tokens: Tokens::default(),
         faults: watch::Sender::new(FaultState::default()),
         subscribe_calls: AtomicU64::new(0),
+        org: Mutex::default(),
+        budget: Budget::new(config.api_daily_limit),
+        rest_refused: Mutex::default(),
         shutdown: CancellationToken::new(),
     });
 
@@ -363,6 +565,43 @@ impl LocalSalesforce {
         id: Option<&str>,
     ) -> Result<Published, Error> {
         self.shared.publish_fields(event, fields, id)
+    }
+
+    /// A record as `GET /services/data/v62.0/sobjects/{object}/{id}` shows
+    /// it (`attributes`, `Id`, every field), or `None`: how a test sees
+    /// what a client wrote.
+    pub fn record(&self, object: &str, id: &str) -> Option<serde_json::Value> {
+        self.shared.record(object, id)
+    }
+
+    /// The first record of `object` (by id) whose `field` holds `value`
+    /// (text, or a number written as text), e.g. the `Q2C_Quote_Status__c`
+    /// whose `Q2C_Quote_Id__c` is a quote's id.
+    pub fn record_by(&self, object: &str, field: &str, value: &str) -> Option<serde_json::Value> {
+        self.shared.record_by(object, field, value)
+    }
+
+    /// The platform events of `event` (e.g. `Q2C_Order_Status__e`)
+    /// published over REST, oldest first, each with `Id`, `CreatedDate`,
+    /// `CreatedById` and the fields given; empty for an unknown event.
+    pub fn published(&self, event: &str) -> Vec<serde_json::Value> {
+        self.shared.published(event).unwrap_or_default()
+    }
+
+    /// Creates a record as `POST /local/records/{object}` does, so a test
+    /// can set up what a client will write to: `fields` is a JSON object in
+    /// Salesforce names, with an optional `Id` (a fresh id otherwise).
+    /// Switches and validation rules do not apply, and no API call is
+    /// counted. Answers the record's id.
+    pub fn create_record(&self, object: &str, fields: &serde_json::Value) -> Result<String, Error> {
+        self.shared.create_record(object, fields)
+    }
+
+    /// Sets the daily API budget's calls used, calls allowed, or both, as
+    /// `POST /local/limits` does: to bring a client near or past the limit.
+    pub fn set_limits(&self, used: Option<u64>, max: Option<u64>) {
+        let usage = self.shared.budget.set(used, max);
+        tracing::info!(used = usage.used, max = usage.max, "API limits set");
     }
 
     /// Stops both servers, ending every open stream with

@@ -1,6 +1,7 @@
 //! What `GET /local/status` answers: enough for a test to assert how a
 //! client behaved (how many streams it held open at once, how often it
-//! subscribed, how many tokens it asked for).
+//! subscribed, how many tokens it asked for, how many REST calls it spent
+//! and what it wrote).
 
 use std::collections::BTreeMap;
 
@@ -18,8 +19,33 @@ pub struct StatusReport {
     pub subscribe_calls: u64,
     /// Per topic name (`/event/...`).
     pub topics: BTreeMap<String, TopicStatus>,
+    /// The REST API: calls, budget, writes.
+    pub rest: RestStatus,
     /// The fault switches now.
     pub faults: FaultStatus,
+}
+
+/// What the REST API was asked, so a test can assert how many calls a
+/// client spent and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestStatus {
+    /// REST calls counted against the budget since start (a composite is
+    /// one), however the budget was set meanwhile.
+    pub api_calls: u64,
+    /// The budget's calls used, as `Sforce-Limit-Info` reports it.
+    pub api_usage: u64,
+    /// The budget's calls allowed.
+    pub api_max: u64,
+    /// REST calls refused before they were read, by error code
+    /// (`SERVER_UNAVAILABLE`, `INVALID_SESSION_ID`, `REQUEST_LIMIT_EXCEEDED`).
+    pub refused: BTreeMap<String, u64>,
+    /// Record writes made over REST per object (those rolled back by an
+    /// all-or-none composite not counted).
+    pub writes: BTreeMap<String, u64>,
+    /// Records kept per object, however they were made.
+    pub records: BTreeMap<String, u64>,
+    /// Platform events published over REST per event.
+    pub published: BTreeMap<String, u64>,
 }
 
 /// One topic's events and streams.
@@ -53,4 +79,12 @@ pub struct FaultStatus {
     pub garble: bool,
     /// How many more Subscribe calls will be refused as unavailable.
     pub refuse_subscribes: u32,
+    /// How many more REST calls will answer 503.
+    pub rest_unavailable: u32,
+    /// Every REST call answers 503.
+    pub rest_down: bool,
+    /// How many more REST record writes will fail as locked.
+    pub lock_row: u32,
+    /// Objects whose REST writes a validation rule refuses, with its message.
+    pub validation: BTreeMap<String, String>,
 }

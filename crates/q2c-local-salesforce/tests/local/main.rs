@@ -8,3 +8,4 @@ mod common;
 mod faults;
 mod oauth;
 mod pubsub;
+mod rest;
