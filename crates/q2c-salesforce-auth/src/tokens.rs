@@ -103,7 +103,7 @@ pub struct Tokens {
 impl Tokens {
     /// Logs in at `login_url` (e.g. `https://login.salesforce.com`).
     pub fn new(login_url: &str, credentials: Credentials) -> Result<Self, AuthError> {
-        crate::connection::install_crypto_provider();
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

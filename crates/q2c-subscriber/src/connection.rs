@@ -6,14 +6,7 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::auth::Session;
-
-/// Makes ring the process's TLS provider (the one the rest of q2c links);
-/// a second call changes nothing. HTTP clients built without a provider of
-/// their own (the login client here) need one installed.
-pub fn install_crypto_provider() {
-    let _already_installed = rustls::crypto::ring::default_provider().install_default();
-}
+use q2c_salesforce_auth::{Session, install_crypto_provider};
 
 /// Why the channel could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,6 @@
 //! stream that ends or goes silent is replaced with backoff
 //! ([`q2c_salesforce::recovery`]).
 
-pub mod auth;
-pub mod secret;
 pub mod settings;
 pub mod status;
 
@@ -21,7 +19,6 @@ mod schemas;
 mod subscriber;
 mod subscription;
 
-pub use connection::install_crypto_provider;
 pub use settings::{EventKind, ReplayIdPolicy, Settings, Topic};
 pub use status::{StreamState, Subscriptions, TopicStatus};
 pub use subscriber::{Error, Subscriber};

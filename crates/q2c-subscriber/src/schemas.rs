@@ -9,8 +9,8 @@ use q2c_pubsub::SchemaRequest;
 use q2c_pubsub::pub_sub_client::PubSubClient;
 use tonic::transport::Channel;
 
-use crate::auth::Session;
 use crate::connection::authorised;
+use q2c_salesforce_auth::Session;
 
 /// What looking a schema up came to.
 pub(crate) enum Lookup {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use q2c_salesforce::recovery::Backoff;
 use q2c_store::positions::Position;
 
-use crate::auth::Credentials;
+use q2c_salesforce_auth::Credentials;
 
 /// What a topic's events mean to q2c.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

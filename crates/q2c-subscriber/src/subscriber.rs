@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::auth::{AuthError, Tokens};
 use crate::connection::{BadEndpoint, channel};
 use crate::event::hex;
 use crate::schemas::Schemas;
 use crate::settings::Settings;
 use crate::status::Subscriptions;
 use crate::subscription::Subscription;
+use q2c_salesforce_auth::{AuthError, Tokens};
 
 /// Why the subscriber cannot run.
 #[derive(Debug, thiserror::Error)]

@@ -20,12 +20,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::auth::{AuthError, Session, Tokens};
 use crate::connection::{authorised, error_code};
 use crate::event::{self, Handled, hex};
 use crate::schemas::{Lookup, Schemas};
 use crate::settings::{ReplayIdPolicy, Settings, Topic};
 use crate::status::{StreamState, Subscriptions};
+use q2c_salesforce_auth::{AuthError, Session, Tokens};
 
 /// The largest response accepted: up to 100 events of up to 1 MB each.
 const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
