@@ -346,12 +346,16 @@ fn samples_are_what_the_engine_sends_and_answers_echo_them() {
             assert_eq!(command.message_id, *id.as_uuid(), "{what}: message_id");
             assert_eq!(command.correlation_id, command.message_id, "{what}");
 
+            // The samples tell of a completed flow whose first notification
+            // went out in the transition that ended it.
             let built = spec
                 .input
                 .build(&InputContext {
                     workflow_id,
                     quote: &quote,
                     outcome: Some("completed"),
+                    failure_reason: None,
+                    outcome_at: Some(command.sent_at),
                     outputs: &outputs,
                 })
                 .unwrap();
@@ -388,6 +392,8 @@ fn payloads_the_engine_builds_validate() {
     let workflow_id = WorkflowId::new(uuid::Uuid::from_u128(
         0x0196_a7c3_58e2_7f14_9b3d_2c6e_1f0a_8d47,
     ));
+    // Sub-millisecond digits, which the payload must not carry.
+    let outcome_at = chrono::DateTime::from_timestamp(1_795_000_000, 123_456_789).unwrap();
     for definition in definitions() {
         let produced: Vec<Option<&Value>> = definition
             .steps()
@@ -408,10 +414,17 @@ fn payloads_the_engine_builds_validate() {
                     .map(|(index, output)| output.filter(|_| index < done))
                     .collect();
                 for outcome in OUTCOMES {
+                    let failure_reason = match *outcome {
+                        "completed" => None,
+                        "cancelled" => Some("cancelled on request"),
+                        _ => Some("collect_payment: card declined: generic_decline"),
+                    };
                     let Ok(payload) = sent.spec.input.build(&InputContext {
                         workflow_id,
                         quote: &quote,
                         outcome: Some(outcome),
+                        failure_reason,
+                        outcome_at: Some(outcome_at),
                         outputs: &outputs,
                     }) else {
                         continue;
@@ -484,6 +497,49 @@ fn messages_that_break_the_contract_are_refused() {
         &report["payload"],
         "an unknown outcome",
     );
+
+    // A failure reason comes with every outcome but `completed`, and only
+    // then; the outcome's time is UTC with milliseconds.
+    let report = changed("salesforce.report_status", &|m| {
+        m["payload"]["failure_reason"] = json!("create_order: credit hold");
+    });
+    contract.assert_invalid(
+        "salesforce.report_status",
+        &report["payload"],
+        "a completed report with a failure reason",
+    );
+    let report = changed("salesforce.report_status", &|m| {
+        m["payload"]["outcome"] = json!("compensated");
+    });
+    contract.assert_invalid(
+        "salesforce.report_status",
+        &report["payload"],
+        "a compensated report without a failure reason",
+    );
+    let report = changed("salesforce.report_status", &|m| {
+        m["payload"]["outcome"] = json!("compensated");
+        m["payload"]["failure_reason"] = json!("create_order: credit hold");
+    });
+    contract.assert_valid(
+        "salesforce.report_status",
+        &report["payload"],
+        "a compensated report with its failure reason",
+    );
+    for outcome_at in [
+        json!("2026-03-02T14:07:43Z"),
+        json!("2026-03-02T15:07:43.204+01:00"),
+        json!("yesterday"),
+        json!(null),
+    ] {
+        let report = changed("salesforce.report_status", &|m| {
+            m["payload"]["outcome_at"] = outcome_at.clone();
+        });
+        contract.assert_invalid(
+            "salesforce.report_status",
+            &report["payload"],
+            &format!("outcome_at {outcome_at}"),
+        );
+    }
     let order = changed("erp.create_order", &|m| m["payload"]["lines"] = json!([]));
     contract.assert_invalid(
         "erp.create_order",

@@ -276,6 +276,14 @@ fn outputs(spec: &OutputSpec) -> BTreeMap<String, ValueType> {
     spec.fields().iter().cloned().collect()
 }
 
+/// 2026-11-27T10:00:01.234567891Z: an outcome's time with sub-millisecond
+/// digits that the payload does not carry.
+fn outcome_at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::UNIX_EPOCH
+        + chrono::TimeDelta::seconds(1_795_773_601)
+        + chrono::TimeDelta::nanoseconds(234_567_891)
+}
+
 fn workflow_id() -> WorkflowId {
     WorkflowId::new(uuid::Uuid::from_u128(0x42))
 }
@@ -535,6 +543,8 @@ fn shipped_definition_inputs() {
         ("quote_number", quote_source("quote_number")),
         ("opportunity_id", quote_source("opportunity_id")),
         ("outcome", InputSource::WorkflowOutcome),
+        ("failure_reason", InputSource::WorkflowFailureReason),
+        ("outcome_at", InputSource::WorkflowOutcomeAt),
         (
             "order_id",
             output_source(0, "create_order", "order_id", true),
@@ -1034,6 +1044,57 @@ fn workflow_outcome_outside_notifications() {
 }
 
 #[test]
+fn failure_reason_and_outcome_time_outside_notifications() {
+    for source in ["workflow.failure_reason", "workflow.outcome_at"] {
+        let only = format!("`{source}` is only known to notification steps");
+        rejects(
+            &edit(
+                r#""steps.reserve.output.order_id" }"#,
+                &format!(r#""steps.reserve.output.order_id", why = "{source}" }}"#),
+            ),
+            Some("charge"),
+            &["input.why", &only],
+        );
+        rejects(
+            &edit(
+                r#""steps.reserve.output.order_id?" }"#,
+                &format!(r#""steps.reserve.output.order_id?", why = "{source}" }}"#),
+            ),
+            Some("reserve"),
+            &["compensation.input.why", &only],
+        );
+    }
+}
+
+#[test]
+fn failure_reason_and_outcome_time_in_notifications() {
+    let definition = parse_ok(&edit(
+        r#"input = { outcome = "workflow.outcome","#,
+        r#"input = { outcome = "workflow.outcome", why = "workflow.failure_reason", at = "workflow.outcome_at","#,
+    ));
+    let notify = inputs(&definition.steps()[2].command.input);
+    assert_eq!(notify["why"], InputSource::WorkflowFailureReason);
+    assert_eq!(notify["at"], InputSource::WorkflowOutcomeAt);
+
+    // A later notification knows why the flow did not complete, but not
+    // when it ended: its input is built once the first one has succeeded.
+    let second = |input: &str| append(&format!("{}input = {input}\n", notification_step("again")));
+    let definition = parse_ok(&second(r#"{ why = "workflow.failure_reason" }"#));
+    assert_eq!(
+        inputs(&definition.steps()[3].command.input)["why"],
+        InputSource::WorkflowFailureReason
+    );
+    rejects(
+        &second(r#"{ at = "workflow.outcome_at" }"#),
+        Some("again"),
+        &[
+            "input.at",
+            "`workflow.outcome_at` is only known to the first notification step (`notify`)",
+        ],
+    );
+}
+
+#[test]
 fn required_step_output_in_a_notification() {
     rejects(
         &edit(
@@ -1130,6 +1191,12 @@ fn malformed_sources() {
         ("", known),
         ("quote.net_amount?", "only step outputs can be optional"),
         ("workflow.id?", "only step outputs can be optional"),
+        (
+            "workflow.failure_reason?",
+            "only step outputs can be optional",
+        ),
+        ("workflow.outcome_at?", "only step outputs can be optional"),
+        ("workflow.failed_at", known),
     ];
     for (source, phrase) in cases {
         rejects(
@@ -1536,6 +1603,8 @@ fn create_order_input_renders_quote_fields_as_json() {
         workflow_id: workflow_id(),
         quote: &quote,
         outcome: None,
+        failure_reason: None,
+        outcome_at: None,
         outputs: &[],
     };
     let input = definition.steps()[0]
@@ -1577,6 +1646,8 @@ fn step_outputs_feed_later_inputs() {
         workflow_id: workflow_id(),
         quote: &quote,
         outcome: None,
+        failure_reason: None,
+        outcome_at: None,
         outputs: &outputs,
     };
     let input = definition.steps()[1]
@@ -1600,6 +1671,8 @@ fn a_missing_required_output_is_an_error_naming_step_and_field() {
             workflow_id: workflow_id(),
             quote: &quote,
             outcome: None,
+            failure_reason: None,
+            outcome_at: None,
             outputs,
         };
         let error = definition.steps()[1]
@@ -1624,6 +1697,8 @@ fn optional_outputs_and_outcome_become_null_when_absent() {
         workflow_id: workflow_id(),
         quote: &quote,
         outcome: None,
+        failure_reason: None,
+        outcome_at: Some(outcome_at()),
         outputs: &outputs,
     };
     let report = &definition.steps()[3].command.input;
@@ -1636,6 +1711,8 @@ fn optional_outputs_and_outcome_become_null_when_absent() {
             "quote_number": "Q-00042",
             "opportunity_id": "0065e00000ABCDEFGH",
             "outcome": null,
+            "failure_reason": null,
+            "outcome_at": "2026-11-27T10:00:01.234Z",
             "order_id": "ORD-1",
             "invoice_id": null,
             "payment_id": null
@@ -1644,10 +1721,15 @@ fn optional_outputs_and_outcome_become_null_when_absent() {
 
     let with_outcome = InputContext {
         outcome: Some("compensated"),
+        failure_reason: Some("collect_payment: card declined: generic_decline"),
         ..context
     };
     let input = report.build(&with_outcome).expect("builds");
     assert_eq!(input["outcome"], json!("compensated"));
+    assert_eq!(
+        input["failure_reason"],
+        json!("collect_payment: card declined: generic_decline")
+    );
 
     // A compensation of a step that produced nothing still gets its input.
     let cancel = definition.steps()[0]
@@ -1656,11 +1738,56 @@ fn optional_outputs_and_outcome_become_null_when_absent() {
         .expect("cancel_order");
     let nothing = InputContext {
         outputs: &[],
+        outcome_at: None,
         ..context
     };
     assert_eq!(
         cancel.input.build(&nothing).expect("builds"),
         json!({"quote_id": "a0q5e00000ABCDEFGH", "order_id": null})
+    );
+}
+
+#[test]
+fn the_outcome_time_is_utc_with_milliseconds_and_never_guessed() {
+    let definition = shipped();
+    let quote = fixtures::quote();
+    let report = &definition.steps()[3].command.input;
+    let context = InputContext {
+        workflow_id: workflow_id(),
+        quote: &quote,
+        outcome: Some("completed"),
+        failure_reason: None,
+        outcome_at: Some(outcome_at()),
+        outputs: &[],
+    };
+    // Sub-millisecond digits are dropped, never rounded up; whole seconds
+    // still carry their milliseconds.
+    assert_eq!(
+        report.build(&context).expect("builds")["outcome_at"],
+        json!("2026-11-27T10:00:01.234Z")
+    );
+    let whole = InputContext {
+        outcome_at: chrono::DateTime::from_timestamp(1_795_773_600, 0),
+        ..context
+    };
+    assert_eq!(
+        report.build(&whole).expect("builds")["outcome_at"],
+        json!("2026-11-27T10:00:00.000Z")
+    );
+
+    // Outside the transition that set the outcome its time is unknown:
+    // building fails rather than sending a time that is not the outcome's.
+    let unknown = InputContext {
+        outcome_at: None,
+        ..context
+    };
+    assert_eq!(
+        report.build(&unknown),
+        Err(
+            "input `outcome_at`: when the outcome was set is known only in the transition \
+             that set it"
+                .to_owned()
+        )
     );
 }
 
@@ -1671,6 +1798,8 @@ fn an_empty_input_spec_builds_an_empty_object() {
         workflow_id: workflow_id(),
         quote: &quote,
         outcome: None,
+        failure_reason: None,
+        outcome_at: None,
         outputs: &[],
     };
     assert_eq!(InputSpec::default().build(&context), Ok(json!({})));

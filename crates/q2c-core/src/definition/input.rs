@@ -8,10 +8,16 @@
 //! - `quote.<field>`: a field of the accepted quote (see [`Quote::FIELDS`]);
 //! - `workflow.id`: the workflow's id;
 //! - `workflow.outcome`: how the money flow ended (notification steps only);
+//! - `workflow.failure_reason`: why it did not complete, null when it did
+//!   (notification steps only);
+//! - `workflow.outcome_at`: when the outcome was set (the first notification
+//!   step only: its input is built in the very transition that set it, and
+//!   the record keeps no time of its own);
 //! - `steps.<step>.output.<field>`: a field of an earlier step's output. A
 //!   trailing `?` makes it optional (null when that output does not exist),
 //!   which is required wherever the step may not have produced one.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::ids::WorkflowId;
@@ -26,6 +32,10 @@ pub enum InputSource {
     WorkflowId,
     /// The outcome of the money flow, once it has one.
     WorkflowOutcome,
+    /// Why the money flow did not complete; null when it did.
+    WorkflowFailureReason,
+    /// When the outcome was set, as RFC 3339 UTC with milliseconds.
+    WorkflowOutcomeAt,
     /// A field of a step's validated output.
     StepOutput {
         /// Index of the step in the definition.
@@ -45,6 +55,8 @@ pub(crate) enum Reference {
     Quote(String),
     WorkflowId,
     WorkflowOutcome,
+    WorkflowFailureReason,
+    WorkflowOutcomeAt,
     StepOutput {
         step: String,
         field: String,
@@ -64,6 +76,8 @@ impl Reference {
             ["quote", field] => Reference::Quote((*field).to_owned()),
             ["workflow", "id"] => Reference::WorkflowId,
             ["workflow", "outcome"] => Reference::WorkflowOutcome,
+            ["workflow", "failure_reason"] => Reference::WorkflowFailureReason,
+            ["workflow", "outcome_at"] => Reference::WorkflowOutcomeAt,
             ["steps", step, "output", field] if !step.is_empty() && !field.is_empty() => {
                 Reference::StepOutput {
                     step: (*step).to_owned(),
@@ -74,7 +88,8 @@ impl Reference {
             _ => {
                 return Err(format!(
                     "`{text}` is not a known source: expected `quote.<field>`, `workflow.id`, \
-                     `workflow.outcome` or `steps.<step>.output.<field>[?]`"
+                     `workflow.outcome`, `workflow.failure_reason`, `workflow.outcome_at` or \
+                     `steps.<step>.output.<field>[?]`"
                 ));
             }
         };
@@ -100,6 +115,11 @@ pub struct InputContext<'a> {
     pub quote: &'a Quote,
     /// The money flow's outcome, if it has ended.
     pub outcome: Option<&'a str>,
+    /// Why the money flow did not complete, if it has ended otherwise.
+    pub failure_reason: Option<&'a str>,
+    /// When the outcome was set, if the input is built in the transition
+    /// that set it; at any other moment it is unknown.
+    pub outcome_at: Option<DateTime<Utc>>,
     /// Each step's kept output, by step index.
     pub outputs: &'a [Option<&'a Value>],
 }
@@ -129,6 +149,18 @@ impl InputSpec {
                 InputSource::WorkflowOutcome => context
                     .outcome
                     .map_or(Value::Null, |outcome| Value::String(outcome.to_owned())),
+                InputSource::WorkflowFailureReason => context
+                    .failure_reason
+                    .map_or(Value::Null, |reason| Value::String(reason.to_owned())),
+                InputSource::WorkflowOutcomeAt => {
+                    let at = context.outcome_at.ok_or_else(|| {
+                        format!(
+                            "input `{name}`: when the outcome was set is known only in the \
+                             transition that set it"
+                        )
+                    })?;
+                    Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
+                }
                 InputSource::StepOutput {
                     step,
                     step_name,
@@ -174,6 +206,14 @@ mod tests {
             Ok(Reference::WorkflowOutcome)
         );
         assert_eq!(
+            Reference::parse("workflow.failure_reason"),
+            Ok(Reference::WorkflowFailureReason)
+        );
+        assert_eq!(
+            Reference::parse("workflow.outcome_at"),
+            Ok(Reference::WorkflowOutcomeAt)
+        );
+        assert_eq!(
             Reference::parse("steps.create_order.output.order_id?"),
             Ok(Reference::StepOutput {
                 step: "create_order".into(),
@@ -190,5 +230,11 @@ mod tests {
         assert!(Reference::parse("env.HOME").is_err());
         let error = Reference::parse("quote.net_amount?").unwrap_err();
         assert!(error.contains("only step outputs"), "{error}");
+        for text in ["workflow.failure_reason?", "workflow.outcome_at?"] {
+            let error = Reference::parse(text).unwrap_err();
+            assert!(error.contains("only step outputs"), "{error}");
+        }
+        let error = Reference::parse("workflow.failed_at").unwrap_err();
+        assert!(error.contains("`workflow.outcome_at`"), "{error}");
     }
 }

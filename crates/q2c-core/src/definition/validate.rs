@@ -68,6 +68,10 @@ struct Outline<'a> {
     outputs: Vec<OutputSpec>,
     /// Output field names as written, whatever their type's validity.
     declared: Vec<std::collections::BTreeSet<&'a str>>,
+    /// Step names as written, by index.
+    names: Vec<&'a str>,
+    /// The index of the first notification step, if there is one.
+    first_notification: Option<usize>,
 }
 
 fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
@@ -105,6 +109,9 @@ fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
         outputs.push(output_spec(&step.output, &mut scope));
     }
     Outline {
+        first_notification: kinds
+            .iter()
+            .position(|kind| *kind == StepKind::Notification),
         index_by_name,
         kinds,
         outputs,
@@ -112,6 +119,7 @@ fn outline<'a>(steps: &'a [RawStep], problems: &mut Problems) -> Outline<'a> {
             .iter()
             .map(|step| step.output.keys().map(String::as_str).collect())
             .collect(),
+        names: steps.iter().map(|step| step.name.as_str()).collect(),
     }
 }
 
@@ -393,11 +401,26 @@ fn resolve(
         Reference::WorkflowId => Ok(InputSource::WorkflowId),
         Reference::WorkflowOutcome => match scope {
             InputScope::Notification { .. } => Ok(InputSource::WorkflowOutcome),
-            _ => Err(
-                "`workflow.outcome` is only known to notification steps, which run after \
-                 the money flow has ended"
-                    .to_owned(),
-            ),
+            _ => Err(only_notifications("workflow.outcome")),
+        },
+        Reference::WorkflowFailureReason => match scope {
+            InputScope::Notification { .. } => Ok(InputSource::WorkflowFailureReason),
+            _ => Err(only_notifications("workflow.failure_reason")),
+        },
+        Reference::WorkflowOutcomeAt => match scope {
+            InputScope::Notification { step } if outline.first_notification == Some(step) => {
+                Ok(InputSource::WorkflowOutcomeAt)
+            }
+            InputScope::Notification { .. } => Err(format!(
+                "`workflow.outcome_at` is only known to the first notification step{}, whose \
+                 input is built as the money flow ends; a later one starts after it, when \
+                 that time is no longer known",
+                outline
+                    .first_notification
+                    .map(|first| format!(" (`{}`)", outline.names[first]))
+                    .unwrap_or_default()
+            )),
+            _ => Err(only_notifications("workflow.outcome_at")),
         },
         Reference::StepOutput {
             step,
@@ -450,6 +473,13 @@ fn resolve(
             })
         }
     }
+}
+
+fn only_notifications(source: &str) -> String {
+    format!(
+        "`{source}` is only known to notification steps, which run after the money flow \
+         has ended"
+    )
 }
 
 fn output_spec(output: &BTreeMap<String, String>, problems: &mut StepProblems<'_>) -> OutputSpec {

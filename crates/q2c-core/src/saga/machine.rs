@@ -50,8 +50,11 @@
 //!
 //! The end of the money flow sets the outcome and runs the notification
 //! steps in order; the last one finishing leads to the terminal state named
-//! after the outcome. Everything else (duplicates, other steps' replies,
-//! earlier revisions, stale timers) is ignored and changes nothing.
+//! after the outcome. The first notification's input is built in that same
+//! transition, so it alone can carry the outcome's time
+//! (`workflow.outcome_at`), which the record does not keep. Everything else
+//! (duplicates, other steps' replies, earlier revisions, stale timers) is
+//! ignored and changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +102,9 @@ pub(super) enum Signal {
 #[derive(Debug)]
 pub(super) struct Ctx {
     now: DateTime<Utc>,
+    /// Set when this event ended the money flow: the outcome's time, which
+    /// only the input built in this same transition can know.
+    outcome_set_at: Option<DateTime<Utc>>,
     pub effects: Vec<Effect>,
     pub verdict: Verdict,
 }
@@ -115,6 +121,7 @@ impl Ctx {
     pub fn new(now: DateTime<Utc>) -> Self {
         Self {
             now,
+            outcome_set_at: None,
             effects: Vec::new(),
             verdict: Verdict::Applied,
         }
@@ -587,6 +594,45 @@ impl Machine {
         self.steps.iter().map(|step| step.output.as_ref()).collect()
     }
 
+    /// Why the money flow did not complete, for the people notifications
+    /// reach; `None` until it has ended, and when it completed.
+    ///
+    /// The deciding failure is the action step that failed for good: at
+    /// most one has that status once the flow has ended, since a failed step
+    /// either ends the flow or halts it until an operator retries it (it runs
+    /// again), skips it, or cancels. Its last error is the reason as it came
+    /// (a connector's words, or what the saga wrote when it gave up). Steps
+    /// that were skipped or cancelled keep stale errors that decided nothing,
+    /// and compensations never decide the outcome, so neither is looked at.
+    fn failure_reason(&self) -> Option<String> {
+        let failed = self
+            .definition
+            .steps()
+            .iter()
+            .zip(&self.steps)
+            .find(|(spec, progress)| {
+                spec.kind == StepKind::Action && progress.status == StepStatus::Failed
+            })
+            .map(|(spec, progress)| match &progress.last_error {
+                Some(error) => format!("{}: {error}", spec.name),
+                None => format!("{}: failed", spec.name),
+            });
+        match (self.outcome?, failed) {
+            (FlowOutcome::Completed, _) => None,
+            (FlowOutcome::Cancelled, None) => Some("cancelled on request".to_owned()),
+            (FlowOutcome::Cancelled, Some(failed)) => {
+                Some(format!("cancelled on request; {failed}"))
+            }
+            (FlowOutcome::Failed | FlowOutcome::Compensated, Some(failed)) => Some(failed),
+            // Only a step failing for good ends the flow this way; say so
+            // rather than nothing if a record ever disagrees.
+            (outcome @ (FlowOutcome::Failed | FlowOutcome::Compensated), None) => Some(format!(
+                "{} without a recorded step failure",
+                outcome.as_str()
+            )),
+        }
+    }
+
     // ---- running steps ---------------------------------------------------
 
     /// Begins a run of a step: its first, or again after an operator's
@@ -598,10 +644,13 @@ impl Machine {
         progress.run_started_after = progress.attempts;
         if self.steps[step].input.is_none() {
             let outputs = self.input_context_outputs();
+            let failure_reason = self.failure_reason();
             let built = self.spec(step).command.input.build(&InputContext {
                 workflow_id: self.workflow_id,
                 quote: &self.quote,
                 outcome: self.outcome.map(FlowOutcome::as_str),
+                failure_reason: failure_reason.as_deref(),
+                outcome_at: context.outcome_set_at,
                 outputs: &outputs,
             });
             match built {
@@ -1054,6 +1103,8 @@ impl Machine {
                     workflow_id: self.workflow_id,
                     quote: &self.quote,
                     outcome: None,
+                    failure_reason: None,
+                    outcome_at: None,
                     outputs: &outputs,
                 })
             });
@@ -1212,6 +1263,7 @@ impl Machine {
     /// Sets the outcome and runs the notification steps, if any.
     fn end_money_flow(&mut self, context: &mut Ctx, outcome: FlowOutcome) -> State {
         self.outcome = Some(outcome);
+        context.outcome_set_at = Some(context.now);
         context.history(
             HistoryKind::EventReceived,
             None,
