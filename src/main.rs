@@ -50,6 +50,11 @@ enum Command {
     /// Run simulated ERP, billing, payment and Salesforce-status connectors
     /// that speak the message contract (AMQP_URL, Q2C_AMQP_PREFIX).
     Sim(SimArgs),
+    /// Run a connector against a real system (Q2C_SALESFORCE_*, AMQP_URL).
+    Connect {
+        #[command(subcommand)]
+        system: ConnectCommand,
+    },
     /// A local Salesforce for development and tests: the Pub/Sub API, the
     /// OAuth token endpoint, a console to publish events, fault switches.
     #[command(subcommand, name = "local-salesforce")]
@@ -59,6 +64,14 @@ enum Command {
         #[command(subcommand)]
         command: SalesforceCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectCommand {
+    /// Answer `salesforce.report_status` commands by writing each
+    /// workflow's outcome to Salesforce over REST (run `q2c sim --without
+    /// salesforce` beside it).
+    Salesforce,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +126,7 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    q2c_subscriber::install_crypto_provider();
+    q2c_salesforce_auth::install_crypto_provider();
     let outcome = match cli.command {
         Command::Check { workflows } => check(&workflows),
         Command::Migrate => with_runtime(migrate()),
@@ -122,6 +135,9 @@ fn main() -> ExitCode {
             no_migrate,
         } => with_runtime(serve(workflows, no_migrate)),
         Command::Sim(args) => with_runtime(sim(args)),
+        Command::Connect {
+            system: ConnectCommand::Salesforce,
+        } => with_runtime(connect_salesforce()),
         Command::LocalSalesforce(command) => with_runtime(async {
             q2c_local_salesforce::run(command)
                 .await
@@ -410,6 +426,19 @@ async fn position(command: PositionCommand) -> anyhow::Result<()> {
             println!("{topic}: moved from {from} to {} by {who}", change.to);
         }
     }
+    Ok(())
+}
+
+async fn connect_salesforce() -> anyhow::Result<()> {
+    let (amqp_url, topology) = broker_settings()?;
+    let settings = salesforce::connector_settings(amqp_url, topology)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    if let Some(path) = settings::optional_path("Q2C_READY_FILE") {
+        write_ready_file(&path, &serde_json::json!({"pid": std::process::id()}))?;
+    }
+    q2c_salesforce_connector::connector::run(settings, shutdown).await?;
+    tracing::info!("Salesforce connector stopped");
     Ok(())
 }
 

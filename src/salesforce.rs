@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use q2c_salesforce::recovery::Backoff;
+use q2c_salesforce_auth::{Credentials, Secret};
 use q2c_store::positions::Position;
-use q2c_subscriber::auth::Credentials;
-use q2c_subscriber::secret::Secret;
 use q2c_subscriber::{EventKind, ReplayIdPolicy, Settings, Topic};
 
 use crate::settings::{self, Error};
@@ -21,31 +20,7 @@ pub fn subscriber_settings() -> Result<Option<Settings>, Error> {
         "Q2C_SALESFORCE_LOGIN_URL",
         "set it to the org's login URL, e.g. https://login.salesforce.com or the My Domain URL",
     )?;
-    let client_id = settings::required(
-        "Q2C_SALESFORCE_CLIENT_ID",
-        "set it to the connected app's consumer key",
-    )?;
-    let credentials = match settings::optional_path("Q2C_SALESFORCE_JWT_KEY_FILE") {
-        Some(path) => Credentials::JwtBearer {
-            client_id,
-            username: settings::required(
-                "Q2C_SALESFORCE_USERNAME",
-                "the JWT bearer flow needs the Salesforce username to act as",
-            )?,
-            private_key: Secret::from_file(&path).map_err(|error| {
-                settings::invalid(
-                    "Q2C_SALESFORCE_JWT_KEY_FILE",
-                    format!("cannot read {}: {error}", path.display()),
-                )
-            })?,
-            audience: settings::optional("Q2C_SALESFORCE_JWT_AUDIENCE")
-                .unwrap_or_else(|| "https://login.salesforce.com".into()),
-        },
-        None => Credentials::ClientCredentials {
-            client_id,
-            client_secret: client_secret()?,
-        },
-    };
+    let credentials = credentials()?;
     let first_start = match settings::optional("Q2C_SALESFORCE_FIRST_START").as_deref() {
         None | Some("LATEST") => Position::Latest,
         Some("EARLIEST") => Position::Earliest,
@@ -102,6 +77,38 @@ pub fn subscriber_settings() -> Result<Option<Settings>, Error> {
     }))
 }
 
+/// How q2c logs in to Salesforce: the JWT bearer flow when a key file is
+/// set, the client-credentials flow otherwise.
+fn credentials() -> Result<Credentials, Error> {
+    let client_id = settings::required(
+        "Q2C_SALESFORCE_CLIENT_ID",
+        "set it to the connected app's consumer key",
+    )?;
+    Ok(
+        match settings::optional_path("Q2C_SALESFORCE_JWT_KEY_FILE") {
+            Some(path) => Credentials::JwtBearer {
+                client_id,
+                username: settings::required(
+                    "Q2C_SALESFORCE_USERNAME",
+                    "the JWT bearer flow needs the Salesforce username to act as",
+                )?,
+                private_key: Secret::from_file(&path).map_err(|error| {
+                    settings::invalid(
+                        "Q2C_SALESFORCE_JWT_KEY_FILE",
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })?,
+                audience: settings::optional("Q2C_SALESFORCE_JWT_AUDIENCE")
+                    .unwrap_or_else(|| "https://login.salesforce.com".into()),
+            },
+            None => Credentials::ClientCredentials {
+                client_id,
+                client_secret: client_secret()?,
+            },
+        },
+    )
+}
+
 fn client_secret() -> Result<Secret, Error> {
     if let Some(secret) = settings::optional("Q2C_SALESFORCE_CLIENT_SECRET") {
         return Ok(Secret::new(secret));
@@ -127,4 +134,74 @@ fn duration(name: &'static str, default: Duration) -> Result<Duration, Error> {
             .map_err(|error| settings::invalid(name, format!("`{text}`: {error}"))),
         None => Ok(default),
     }
+}
+
+/// The Salesforce connector's settings (`q2c connect salesforce`).
+pub fn connector_settings(
+    amqp_url: String,
+    topology: q2c_contract::Topology,
+) -> Result<q2c_salesforce_connector::connector::Settings, Error> {
+    use q2c_salesforce_connector::limits::Reserve;
+    use q2c_salesforce_connector::mapping::{Fields, Target};
+
+    let login_url = settings::required(
+        "Q2C_SALESFORCE_LOGIN_URL",
+        "set it to the org's login URL, e.g. https://login.salesforce.com or the My Domain URL",
+    )?;
+    let targets = settings::optional("Q2C_SALESFORCE_STATUS_TARGETS")
+        .unwrap_or_else(|| "opportunity".into())
+        .split(',')
+        .map(str::trim)
+        .filter(|target| !target.is_empty())
+        .map(|target| match target.split_once(':') {
+            None if target == "opportunity" => Ok(Target::Opportunity),
+            Some(("event", event)) if event.ends_with("__e") => Ok(Target::PlatformEvent {
+                event: event.to_owned(),
+            }),
+            Some(("upsert", spec)) => match spec.split_once('.') {
+                Some((object, field)) if !object.is_empty() && !field.is_empty() => {
+                    Ok(Target::Upsert {
+                        object: object.to_owned(),
+                        external_id_field: field.to_owned(),
+                    })
+                }
+                _ => Err(target),
+            },
+            _ => Err(target),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|target| {
+            settings::invalid(
+                "Q2C_SALESFORCE_STATUS_TARGETS",
+                format!(
+                    "`{target}` is not `opportunity`, `upsert:<Object>.<ExternalIdField>` or `event:<Name>__e`"
+                ),
+            )
+        })?;
+    let share = match settings::optional("Q2C_SALESFORCE_API_RESERVE") {
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|share| (0.0..=1.0).contains(share))
+            .ok_or_else(|| {
+                settings::invalid(
+                    "Q2C_SALESFORCE_API_RESERVE",
+                    format!("`{text}` is not a share from 0 to 1"),
+                )
+            })?,
+        None => 0.2,
+    };
+    Ok(q2c_salesforce_connector::connector::Settings {
+        amqp_url,
+        topology,
+        login_url,
+        credentials: credentials()?,
+        api_version: settings::optional("Q2C_SALESFORCE_API_VERSION")
+            .unwrap_or_else(|| "v62.0".into()),
+        targets,
+        record_fields: Fields::record_defaults(),
+        event_fields: Fields::event_defaults(),
+        reserve: Reserve { share },
+        write_within: duration("Q2C_SALESFORCE_WRITE_WITHIN", Duration::from_secs(45))?,
+    })
 }

@@ -114,7 +114,7 @@ impl Api {
         Api {
             base: base.to_owned(),
             client: {
-                q2c_subscriber::install_crypto_provider();
+                q2c_salesforce_auth::install_crypto_provider();
                 reqwest::Client::new()
             },
         }

@@ -152,3 +152,60 @@ pub async fn reconnects(api: &Api, topic: &str, cause: &str) -> u64 {
         .as_u64()
         .unwrap_or(0)
 }
+
+/// A running `q2c connect salesforce`, writing statuses to `salesforce`.
+pub struct StatusConnector {
+    child: tokio::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl StatusConnector {
+    /// Starts it on `world`'s broker prefix with extra environment; waits
+    /// until it has announced itself ready.
+    pub async fn start(
+        world: &super::World,
+        salesforce: &Salesforce,
+        extra: &[(&str, &str)],
+    ) -> StatusConnector {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let ready = world.directory.path().join(format!("connector-ready-{id}"));
+        let log = world.directory.path().join(format!("connector-{id}.log"));
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_q2c"));
+        command
+            .args(["connect", "salesforce"])
+            .env("AMQP_URL", &world.amqp_url)
+            .env("Q2C_AMQP_PREFIX", world.topology.prefix())
+            .env("Q2C_READY_FILE", &ready)
+            .env("Q2C_SALESFORCE_LOGIN_URL", salesforce.local.login_url())
+            .env("Q2C_SALESFORCE_CLIENT_ID", salesforce.local.client_id())
+            .env("Q2C_SALESFORCE_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("connector log"))
+            .kill_on_drop(true);
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn q2c connect salesforce");
+        let start = tokio::time::Instant::now();
+        while !ready.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "q2c connect salesforce exited before it was ready: {status}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "q2c connect salesforce not ready in 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        StatusConnector { child, log }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.start_kill();
+    }
+}
