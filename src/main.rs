@@ -432,12 +432,31 @@ async fn position(command: PositionCommand) -> anyhow::Result<()> {
 async fn connect_salesforce() -> anyhow::Result<()> {
     let (amqp_url, topology) = broker_settings()?;
     let settings = salesforce::connector_settings(amqp_url, topology)?;
+    let metrics_address =
+        settings::optional("Q2C_METRICS_ADDR").unwrap_or_else(|| "127.0.0.1:9102".into());
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    q2c_salesforce_connector::connector::register_metrics();
+    let (listener, address) = q2c_http::bind(&metrics_address).await.map_err(|error| {
+        settings::invalid(
+            "Q2C_METRICS_ADDR",
+            format!("cannot listen on {metrics_address}: {error}"),
+        )
+    })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let served = tokio::spawn(q2c_http::serve_metrics(listener, metrics, shutdown.clone()));
     if let Some(path) = settings::optional_path("Q2C_READY_FILE") {
-        write_ready_file(&path, &serde_json::json!({"pid": std::process::id()}))?;
+        let content =
+            serde_json::json!({"pid": std::process::id(), "metrics": address.to_string()});
+        write_ready_file(&path, &content)?;
     }
-    q2c_salesforce_connector::connector::run(settings, shutdown).await?;
+    tracing::info!(%address, "Salesforce connector starting; metrics at /metrics");
+    let outcome = q2c_salesforce_connector::connector::run(settings, shutdown.clone()).await;
+    shutdown.cancel();
+    served.await.context("the metrics server task")??;
+    outcome?;
     tracing::info!("Salesforce connector stopped");
     Ok(())
 }

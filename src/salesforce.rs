@@ -199,9 +199,48 @@ pub fn connector_settings(
         api_version: settings::optional("Q2C_SALESFORCE_API_VERSION")
             .unwrap_or_else(|| "v62.0".into()),
         targets,
-        record_fields: Fields::record_defaults(),
+        record_fields: record_fields()?,
         event_fields: Fields::event_defaults(),
         reserve: Reserve { share },
         write_within: duration("Q2C_SALESFORCE_WRITE_WITHIN", Duration::from_secs(45))?,
     })
+}
+
+/// The record fields statuses are written to: q2c's custom fields, each
+/// renamable with `Q2C_SALESFORCE_STATUS_FIELDS=status=My_Status__c,...`.
+fn record_fields() -> Result<q2c_salesforce_connector::mapping::Fields, Error> {
+    let mut fields = q2c_salesforce_connector::mapping::Fields::record_defaults();
+    let Some(text) = settings::optional("Q2C_SALESFORCE_STATUS_FIELDS") else {
+        return Ok(fields);
+    };
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let invalid = |problem: String| settings::invalid("Q2C_SALESFORCE_STATUS_FIELDS", problem);
+        let (part, field) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("`{pair}` is not <part>=<Field__c>")))?;
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(format!("`{field}` is not a Salesforce field name")));
+        }
+        let slot = match part {
+            "status" => &mut fields.status,
+            "order_number" => &mut fields.order_number,
+            "invoice_number" => &mut fields.invoice_number,
+            "payment_reference" => &mut fields.payment_reference,
+            "failure_reason" => &mut fields.failure_reason,
+            "updated_at" => &mut fields.updated_at,
+            "sequence" => &mut fields.sequence,
+            "workflow_id" => &mut fields.workflow_id,
+            other => {
+                return Err(invalid(format!(
+                    "`{other}` is not one of status, order_number, invoice_number, payment_reference, failure_reason, updated_at, sequence, workflow_id"
+                )));
+            }
+        };
+        *slot = field.to_owned();
+    }
+    Ok(fields)
 }

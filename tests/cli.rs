@@ -130,6 +130,42 @@ fn serve_refuses_to_start_without_an_api_token() {
 }
 
 #[test]
+fn the_salesforce_connector_names_a_bad_setting_before_connecting() {
+    let run = |name: &str, value: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
+            .args(["connect", "salesforce"])
+            .env("AMQP_URL", "amqp://127.0.0.1:1")
+            .env("Q2C_SALESFORCE_LOGIN_URL", "https://login.salesforce.com")
+            .env("Q2C_SALESFORCE_CLIENT_ID", "client")
+            .env(
+                "Q2C_SALESFORCE_CLIENT_SECRET",
+                "a-secret-that-must-not-print",
+            )
+            .env(name, value)
+            .output()
+            .expect("q2c runs");
+        assert!(!output.status.success());
+        text(&output.stderr)
+    };
+    let stderr = run("Q2C_SALESFORCE_STATUS_FIELDS", "stage=StageName");
+    assert!(
+        stderr.contains("Q2C_SALESFORCE_STATUS_FIELDS: `stage` is not one of status"),
+        "{stderr}"
+    );
+    let stderr = run("Q2C_SALESFORCE_STATUS_TARGETS", "opportunity,queue:Foo");
+    assert!(
+        stderr.contains("Q2C_SALESFORCE_STATUS_TARGETS: `queue:Foo` is not"),
+        "{stderr}"
+    );
+    let stderr = run("Q2C_SALESFORCE_API_RESERVE", "1.5");
+    assert!(
+        stderr.contains("Q2C_SALESFORCE_API_RESERVE: `1.5`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a-secret-that-must-not-print"), "{stderr}");
+}
+
+#[test]
 fn serve_names_the_step_and_problem_of_an_invalid_definition() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let shipped = std::fs::read_to_string(

@@ -109,6 +109,24 @@ async fn each_outcome_reaches_the_opportunity_with_its_references() {
         "{failed}"
     );
 
+    let metrics = connector.metrics().await;
+    assert!(
+        metrics.contains("q2c_salesforce_writes_total{outcome=\"written\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("q2c_salesforce_api_calls_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("q2c_salesforce_api_remaining"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("q2c_salesforce_write_seconds"),
+        "{metrics}"
+    );
+
     let compensated = opportunity(&salesforce, 2);
     assert_eq!(compensated["Q2C_Status__c"], "compensated", "{compensated}");
     assert!(
@@ -179,6 +197,11 @@ async fn salesforce_down_never_holds_up_or_undoes_the_money_flow() {
         assert!(sim.effects(undo).is_empty(), "{undo} was sent");
     }
     assert_eq!(opportunity(&salesforce, 0)["Q2C_Status__c"], Value::Null);
+    let metrics = connector.metrics().await;
+    assert!(
+        metrics.contains("q2c_salesforce_write_errors_total{code=\"SERVER_UNAVAILABLE\"}"),
+        "{metrics}"
+    );
 
     salesforce.fault(Fault::RestDown { on: false });
     eventually(

@@ -157,6 +157,8 @@ pub async fn reconnects(api: &Api, topic: &str, cause: &str) -> u64 {
 pub struct StatusConnector {
     child: tokio::process::Child,
     pub log: std::path::PathBuf,
+    /// Its `/metrics` URL.
+    pub metrics: String,
 }
 
 impl StatusConnector {
@@ -176,6 +178,7 @@ impl StatusConnector {
             .env("AMQP_URL", &world.amqp_url)
             .env("Q2C_AMQP_PREFIX", world.topology.prefix())
             .env("Q2C_READY_FILE", &ready)
+            .env("Q2C_METRICS_ADDR", "127.0.0.1:0")
             .env("Q2C_SALESFORCE_LOGIN_URL", salesforce.local.login_url())
             .env("Q2C_SALESFORCE_CLIENT_ID", salesforce.local.client_id())
             .env("Q2C_SALESFORCE_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
@@ -202,7 +205,28 @@ impl StatusConnector {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        StatusConnector { child, log }
+        let announced: Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready).expect("ready file"))
+                .expect("ready file is JSON");
+        let metrics = format!(
+            "http://{}/metrics",
+            announced["metrics"].as_str().expect("metrics address")
+        );
+        StatusConnector {
+            child,
+            log,
+            metrics,
+        }
+    }
+
+    /// Its metrics, as Prometheus reads them.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics)
+            .await
+            .expect("the connector's metrics answer")
+            .text()
+            .await
+            .expect("a body")
     }
 
     pub fn stop(mut self) {

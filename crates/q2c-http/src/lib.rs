@@ -87,6 +87,25 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
+/// Serves only `/metrics`, for processes without the API (a connector),
+/// until shutdown.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let rendered = metrics.render();
+            async move { ([("content-type", "text/plain; version=0.0.4")], rendered) }
+        }),
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
 /// Binds `address` (port 0 picks a free one) and says where it listens.
 pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(address).await?;

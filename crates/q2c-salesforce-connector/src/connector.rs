@@ -84,6 +84,15 @@ fn broker(doing: &'static str) -> impl FnOnce(lapin::Error) -> Error {
     move |source| Error::Broker { doing, source }
 }
 
+/// Registers the connector's counters at zero, so the first call or error
+/// of a series counts in `rate()` like any other.
+pub fn register_metrics() {
+    metrics::counter!("q2c_salesforce_api_calls_total").absolute(0);
+    for outcome in ["written", "retryable", "definitive"] {
+        metrics::counter!("q2c_salesforce_writes_total", "outcome" => outcome).absolute(0);
+    }
+}
+
 /// Runs the connector until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     if settings.targets.is_empty() {
@@ -198,6 +207,12 @@ async fn handle(
         }
     };
     metrics::histogram!("q2c_salesforce_write_seconds").record(started.elapsed().as_secs_f64());
+    let outcome = match &written {
+        Written::Done => "written",
+        Written::Retryable(_) => "retryable",
+        Written::Definitive(_) => "definitive",
+    };
+    metrics::counter!("q2c_salesforce_writes_total", "outcome" => outcome).increment(1);
     let (kind, payload) = match &written {
         Written::Done => (ReplyKind::Succeeded, serde_json::json!({})),
         Written::Retryable(reason) => (ReplyKind::Failed, failure(true, reason)),
