@@ -201,7 +201,13 @@ pub fn connector_settings(
         targets,
         record_fields: record_fields()?,
         event_fields: Fields::event_defaults(),
-        reserve: Reserve { share },
+        reserve: Reserve {
+            share,
+            window: duration(
+                "Q2C_SALESFORCE_API_WINDOW",
+                q2c_salesforce_connector::limits::DAY,
+            )?,
+        },
         write_within: duration("Q2C_SALESFORCE_WRITE_WITHIN", Duration::from_secs(45))?,
     })
 }

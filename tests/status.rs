@@ -143,24 +143,23 @@ async fn each_outcome_reaches_the_opportunity_with_its_references() {
 /// The world of these tests: q2c serve subscribed to the local Salesforce,
 /// the simulated ERP, billing and payment, and the Salesforce connector
 /// writing within `write_within`.
-async fn running(
-    write_within: &str,
-) -> (
+async fn running(write_within: &str) -> Running {
+    running_with(&[("Q2C_SALESFORCE_WRITE_WITHIN", write_within)]).await
+}
+
+type Running = (
     World,
     Salesforce,
     Sim,
     StatusConnector,
     support::Orchestrator,
-) {
+);
+
+async fn running_with(connector_env: &[(&str, &str)]) -> Running {
     let world = World::new().await;
     let salesforce = Salesforce::start(|_| {}).await;
     let sim = Sim::start(&world, &["--without", "salesforce"]).await;
-    let connector = StatusConnector::start(
-        &world,
-        &salesforce,
-        &[("Q2C_SALESFORCE_WRITE_WITHIN", write_within)],
-    )
-    .await;
+    let connector = StatusConnector::start(&world, &salesforce, connector_env).await;
     let env = salesforce.env(Login::ClientCredentials);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let serve = world.serve(&env).await;
@@ -243,6 +242,46 @@ async fn a_validation_rule_suspends_the_workflow_with_salesforces_message() {
     assert!(
         sim.effects("payment.refund").is_empty(),
         "it never compensates"
+    );
+    assert!(serve.terminate().await.success());
+    connector.stop();
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_budget_nearly_spent_writes_slow_down_and_none_is_lost() {
+    // 5 calls left of 100, inside a reserve of 20: they are spread over a
+    // 2 s window (a day, in production), so each waits for the one before.
+    let (_world, salesforce, sim, connector, serve) = running_with(&[
+        ("Q2C_SALESFORCE_WRITE_WITHIN", "3s"),
+        ("Q2C_SALESFORCE_API_RESERVE", "0.2"),
+        ("Q2C_SALESFORCE_API_WINDOW", "2s"),
+    ])
+    .await;
+    let api = Api::new(&serve.http);
+    salesforce.local.set_limits(Some(95), Some(100));
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        accept(&salesforce, n, "Acme Corp", "pm_card_visa");
+    }
+    eventually("every status to be written", DEADLINE, || async {
+        api.statuses().await == ["completed", "completed", "completed"]
+    })
+    .await;
+    for n in 0..3 {
+        assert_eq!(opportunity(&salesforce, n)["Q2C_Status__c"], "completed");
+    }
+    // After the first call (96 used) the next waits 2 s / 4, the third
+    // 2 s / 3: together at least 1.1 s, however fast the machine.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "writes were not paced: {:?}",
+        started.elapsed()
+    );
+    let metrics = connector.metrics().await;
+    assert!(
+        metrics.contains("q2c_salesforce_api_remaining 2"),
+        "{metrics}"
     );
     assert!(serve.terminate().await.success());
     connector.stop();

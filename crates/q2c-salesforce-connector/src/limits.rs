@@ -2,14 +2,14 @@
 //! `Sforce-Limit-Info: api-usage=<used>/<max>`.
 //!
 //! Above the reserve, writes go at full speed. Inside it, the calls left are
-//! spread evenly over the next 24 hours (Salesforce counts a rolling day), so
-//! the budget is never run to zero by q2c and no write is dropped: each one
-//! only waits longer.
+//! spread evenly over the window the budget is counted in (Salesforce counts
+//! a rolling day), so the budget is never run to zero by q2c and no write is
+//! dropped: each one only waits longer.
 
 use std::time::Duration;
 
 /// One day, over which Salesforce counts API calls.
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+pub const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The org's API usage, as last reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +59,15 @@ pub struct Reserve {
     /// Share of the daily maximum, 0 to 1 (e.g. 0.2: slow down once fewer
     /// than 20% of the day's calls are left).
     pub share: f64,
+    /// The window the calls left are spread over: [`DAY`] for Salesforce.
+    pub window: Duration,
 }
 
 impl Reserve {
     /// The wait before the next call, given the last reported usage: none
-    /// above the reserve; inside it, a day divided by the calls left; with
-    /// none left, a full interval of the smallest reserve step, so the
-    /// budget is probed rarely until the rolling day frees calls.
+    /// above the reserve; inside it, the window divided by the calls left;
+    /// with none left, the whole window, so the budget is probed rarely until
+    /// the rolling window frees calls.
     pub fn pace(&self, usage: Usage) -> Duration {
         let share = if self.share.is_nan() {
             0.0
@@ -77,7 +79,7 @@ impl Reserve {
         if remaining > reserve {
             return Duration::ZERO;
         }
-        DAY / u32::try_from(remaining.max(1)).unwrap_or(u32::MAX)
+        self.window / u32::try_from(remaining.max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -108,7 +110,10 @@ mod tests {
 
     #[test]
     fn writes_slow_down_only_inside_the_reserve() {
-        let reserve = Reserve { share: 0.1 };
+        let reserve = Reserve {
+            share: 0.1,
+            window: DAY,
+        };
         assert_eq!(
             reserve.pace(Usage {
                 used: 100,
@@ -156,7 +161,7 @@ mod tests {
             more in 0_u64..1000,
             share in 0.0_f64..1.0,
         ) {
-            let reserve = Reserve { share };
+            let reserve = Reserve { share, window: DAY };
             let before = reserve.pace(Usage { used, max });
             let after = reserve.pace(Usage { used: used + more, max });
             prop_assert!(after >= before, "{:?} then {:?}", before, after);

@@ -39,7 +39,10 @@ fn writer(local: &LocalSalesforce, reserve: f64) -> Writer {
         Arc::new(tokens),
         "v62.0",
         "Q2C_Status_Sequence__c",
-        Reserve { share: reserve },
+        Reserve {
+            share: reserve,
+            window: q2c_salesforce_connector::limits::DAY,
+        },
     )
     .unwrap()
 }
