@@ -453,7 +453,22 @@ async fn connect_salesforce() -> anyhow::Result<()> {
         write_ready_file(&path, &content)?;
     }
     tracing::info!(%address, "Salesforce connector starting; metrics at /metrics");
-    let outcome = q2c_salesforce_connector::connector::run(settings, shutdown.clone()).await;
+    // Losing the broker loses nothing (unacked commands are redelivered);
+    // the connector connects again after a pause until it is stopped.
+    let outcome = loop {
+        match q2c_salesforce_connector::connector::run(settings.clone(), shutdown.clone()).await {
+            Err(q2c_salesforce_connector::connector::Error::Broker { doing, source })
+                if !shutdown.is_cancelled() =>
+            {
+                tracing::warn!(doing, error = %source, "lost RabbitMQ; connecting again in 2s");
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+            other => break other,
+        }
+    };
     shutdown.cancel();
     served.await.context("the metrics server task")??;
     outcome?;
