@@ -209,3 +209,20 @@ async fn a_record_and_an_event_go_in_one_composite_call() {
         "completed"
     );
 }
+
+#[tokio::test]
+async fn a_spent_budget_hands_the_write_back_as_retryable() {
+    let (local, id) = local().await;
+    local.set_limits(Some(1000), Some(1000));
+    let writer = writer(&local, 0.0);
+    let status = report(&id, "completed", "2026-11-27T10:00:01.000Z");
+    let answer = writer.write(&to_opportunity(&status), soon()).await;
+    assert!(
+        matches!(&answer, Written::Retryable(reason) if reason.contains("used up")),
+        "{answer:?}"
+    );
+    assert_eq!(
+        local.record("Opportunity", &id).unwrap()["Q2C_Status__c"],
+        serde_json::Value::Null
+    );
+}
