@@ -8,6 +8,7 @@
 //! in another language can follow `docs/message-contract.md` instead).
 
 pub mod envelope;
+pub mod reply;
 pub mod topology;
 
 pub use envelope::{Envelope, Failure, ReplyKind, SCHEMA_VERSION};

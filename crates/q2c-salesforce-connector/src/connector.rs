@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -25,9 +24,6 @@ use crate::writer::{Writer, Written};
 
 /// The command this connector answers.
 pub const REPORT_STATUS: &str = "salesforce.report_status";
-
-/// How long the broker has to confirm a reply.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the connector is configured with.
 #[derive(Debug, Clone)]
@@ -75,9 +71,9 @@ pub enum Error {
     /// A setting is unusable.
     #[error("{0}")]
     Settings(String),
-    /// The broker did not confirm or route a reply.
-    #[error("the reply {0} was not confirmed by the broker")]
-    Unconfirmed(String),
+    /// A reply was not published; its command stays unacked.
+    #[error(transparent)]
+    Reply(#[from] q2c_contract::reply::PublishError),
 }
 
 fn broker(doing: &'static str) -> impl FnOnce(lapin::Error) -> Error {
@@ -226,26 +222,7 @@ async fn handle(
         chrono::Utc::now(),
         payload,
     );
-    let confirm = publish
-        .basic_publish(
-            settings.topology.replies_exchange().as_str().into(),
-            reply.message_type.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &reply.encode(),
-            reply.properties(),
-        )
-        .await
-        .map_err(broker("publishing a reply"))?;
-    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-        .await
-        .map_err(|_| Error::Unconfirmed(reply.message_type.clone()))?
-        .map_err(broker("awaiting a reply's confirmation"))?;
-    if confirmation.is_nack() || confirmation.take_message().is_some() {
-        return Err(Error::Unconfirmed(reply.message_type.clone()));
-    }
+    q2c_contract::reply::publish(publish, &settings.topology, &reply).await?;
     delivery
         .ack(BasicAckOptions::default())
         .await

@@ -187,7 +187,7 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery) -> Result<(), Error> {
         chrono::Utc::now(),
         reply.payload,
     );
-    crate::reply::publish(&shared.publish, &shared.topology, &envelope).await?;
+    q2c_contract::reply::publish(&shared.publish, &shared.topology, &envelope).await?;
     shared.ledger.record(LedgerEntry::about(
         domain,
         &command,

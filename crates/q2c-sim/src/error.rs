@@ -1,7 +1,5 @@
 //! Why the simulator could not start or had to stop.
 
-use std::time::Duration;
-
 use crate::ledger::LedgerError;
 use crate::settings::SettingsError;
 
@@ -25,22 +23,9 @@ pub enum Error {
         /// The broker's (or the connection's) error.
         source: lapin::Error,
     },
-    /// A reply was not confirmed in time; its command stays unacked.
-    #[error("the broker did not confirm a reply within {0:?}")]
-    ConfirmTimeout(Duration),
-    /// The broker refused (nacked) a reply.
-    #[error("the broker refused reply {0} (nack)")]
-    ReplyRefused(String),
-    /// A reply was returned unroutable: the replies queue is missing.
-    #[error("reply {reply_type} was returned unroutable: {code} {text}")]
-    ReplyReturned {
-        /// The reply's type (its routing key).
-        reply_type: String,
-        /// The broker's reply code.
-        code: u16,
-        /// The broker's reason.
-        text: String,
-    },
+    /// A reply was not published; its command stays unacked.
+    #[error(transparent)]
+    Reply(#[from] q2c_contract::reply::PublishError),
     /// The broker cancelled a connector's consumer (its queue was deleted?).
     #[error("the broker cancelled the {0} connector's consumer")]
     ConsumerCancelled(&'static str),

@@ -26,7 +26,6 @@ mod connector;
 mod decision;
 mod error;
 pub mod ledger;
-mod reply;
 mod sandbox;
 mod settings;
 mod sim;
