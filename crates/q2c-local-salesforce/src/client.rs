@@ -42,45 +42,19 @@ pub async fn publish(
         url.push_str("?id=");
         url.push_str(&encode(id));
     }
-    let response = http()
-        .post(&url)
-        .json(&fields)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json(url, response).await
+    call(&url, http().post(&url).json(&fields)).await
 }
 
 /// The status of the local Salesforce at `base_url`.
 pub async fn status(base_url: &str) -> Result<StatusReport, Error> {
     let url = format!("{}/local/status", base_url.trim_end_matches('/'));
-    let response = http()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json(url, response).await
+    call(&url, http().get(&url)).await
 }
 
 /// Turns a fault switch of the local Salesforce at `base_url`.
 pub async fn apply_fault(base_url: &str, fault: Fault) -> Result<StatusReport, Error> {
     let url = format!("{}{}", base_url.trim_end_matches('/'), fault.path());
-    let response = http()
-        .post(&url)
-        .json(&fault.body())
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json(url, response).await
+    call(&url, http().post(&url).json(&fault.body())).await
 }
 
 /// Creates a record through the console of the local Salesforce at
@@ -99,16 +73,7 @@ pub async fn create_record(
         base_url.trim_end_matches('/'),
         encode(object)
     );
-    let response = http()
-        .post(&url)
-        .json(&fields)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json::<Created>(url, response)
+    call::<Created>(&url, http().post(&url).json(&fields))
         .await
         .map(|created| created.id)
 }
@@ -126,18 +91,11 @@ pub async fn record(
         encode(object),
         encode(id)
     );
-    let response = http()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
+    let response = send(&url, http().get(&url)).await?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    read_json(url, response).await.map(Some)
+    read_json(&url, response).await.map(Some)
 }
 
 /// The platform events of `event` published over REST to the local
@@ -148,15 +106,7 @@ pub async fn published(base_url: &str, event: &str) -> Result<Vec<serde_json::Va
         base_url.trim_end_matches('/'),
         encode(event)
     );
-    let response = http()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json(url, response).await
+    call(&url, http().get(&url)).await
 }
 
 /// Sets the daily API budget of the local Salesforce at `base_url` (calls
@@ -170,23 +120,31 @@ pub async fn set_limits(base_url: &str, used: Option<u64>, max: Option<u64>) -> 
     if let Some(max) = max {
         body.insert("max".into(), max.into());
     }
-    let response = http()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|source| Error::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    read_json::<serde_json::Value>(url, response)
+    call::<serde_json::Value>(&url, http().post(&url).json(&body))
         .await
         .map(|_| ())
 }
 
+/// Sends a console request to `url` and reads the JSON of its answer.
+async fn call<T: serde::de::DeserializeOwned>(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T, Error> {
+    let response = send(url, request).await?;
+    read_json(url, response).await
+}
+
+/// Sends a console request to `url`; no answer is [`Error::Unreachable`].
+async fn send(url: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    request.send().await.map_err(|source| Error::Unreachable {
+        url: url.to_owned(),
+        source,
+    })
+}
+
 /// Reads a success's JSON, or turns an error answer into [`Error::Refused`].
 async fn read_json<T: serde::de::DeserializeOwned>(
-    url: String,
+    url: &str,
     response: reqwest::Response,
 ) -> Result<T, Error> {
     let status = response.status();
@@ -197,10 +155,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             body,
         });
     }
-    response
-        .json()
-        .await
-        .map_err(|source| Error::Unreachable { url, source })
+    response.json().await.map_err(|source| Error::Unreachable {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 /// Percent-encodes a path segment or query value.

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use q2c_local_salesforce::{Config, LocalSalesforce};
-use q2c_pubsub::{FetchRequest, FetchResponse, ReplayPreset, pub_sub_client::PubSubClient};
+use q2c_pubsub::{
+    FetchRequest, FetchResponse, ReplayPreset, TopicRequest, pub_sub_client::PubSubClient,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -116,6 +118,38 @@ pub fn error_code(status: &Status) -> String {
         .to_owned()
 }
 
+/// A local Salesforce changed by `adjust`, a token for it and a Pub/Sub
+/// client: the start of most Pub/Sub tests.
+pub async fn connect_with(
+    adjust: impl FnOnce(&mut Config),
+) -> (LocalSalesforce, Auth, PubSubClient<Channel>) {
+    let sf = start_with(adjust).await;
+    let auth = Auth::new(&sf).await;
+    let client = client(&sf).await;
+    (sf, auth, client)
+}
+
+pub async fn connect() -> (LocalSalesforce, Auth, PubSubClient<Channel>) {
+    connect_with(|_| {}).await
+}
+
+/// A connected local Salesforce with one accepted event, and a stream from
+/// the earliest that has received it: the start of the tests that break a
+/// stream in flight.
+pub async fn streaming() -> (LocalSalesforce, Auth, PubSubClient<Channel>, Sub) {
+    let (sf, auth, mut client) = connect().await;
+    publish_accepted(&sf, 1);
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(5)).await;
+    sub.events().await;
+    (sf, auth, client, sub)
+}
+
+pub fn topic_request(name: &str) -> TopicRequest {
+    TopicRequest {
+        topic_name: name.to_owned(),
+    }
+}
+
 pub fn fetch(topic: &str, preset: ReplayPreset, replay_id: Vec<u8>, n: i32) -> FetchRequest {
     FetchRequest {
         topic_name: topic.to_owned(),
@@ -124,6 +158,29 @@ pub fn fetch(topic: &str, preset: ReplayPreset, replay_id: Vec<u8>, n: i32) -> F
         num_requested: n,
         auth_refresh: String::new(),
     }
+}
+
+/// A first request for the accepted events from the earliest, `n` of them.
+pub fn accepted_earliest(n: i32) -> FetchRequest {
+    fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), n)
+}
+
+/// A first request for the accepted events published from now on, `n` of
+/// them.
+pub fn accepted_latest(n: i32) -> FetchRequest {
+    fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), n)
+}
+
+/// Opens a stream whose Subscribe call the server accepts (it may still end
+/// the stream with an error); `first` is its first request.
+pub async fn subscribe(
+    client: &mut PubSubClient<Channel>,
+    auth: &Auth,
+    first: FetchRequest,
+) -> Sub {
+    Sub::open(client, auth, first)
+        .await
+        .expect("the server refused the Subscribe call")
 }
 
 /// An open Subscribe stream: requests go in through `requests`.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use q2c_local_salesforce::{Command, Error, EventKind, Fault, LocalSalesforce, PublishArgs};
-use q2c_pubsub::{ReplayPreset, TopicRequest};
+use q2c_pubsub::ReplayPreset;
 use serde_json::json;
 use tonic::Code;
 
@@ -141,18 +141,7 @@ fn uuid_like(id: &str) {
 
 #[tokio::test]
 async fn expire_tokens_ends_streams_and_refuses_old_tokens() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
-    sub.events().await;
+    let (sf, auth, mut client, mut sub) = streaming().await;
 
     switch(&sf, Fault::ExpireTokens).await;
     let status = sub.error().await;
@@ -160,9 +149,7 @@ async fn expire_tokens_ends_streams_and_refuses_old_tokens() {
     assert_eq!(error_code(&status), "service.auth.error");
 
     let status = client
-        .get_topic(auth.request(TopicRequest {
-            topic_name: ACCEPTED.to_owned(),
-        }))
+        .get_topic(auth.request(topic_request(ACCEPTED)))
         .await
         .unwrap_err();
     assert_eq!(error_code(&status), "service.auth.error");
@@ -170,27 +157,14 @@ async fn expire_tokens_ends_streams_and_refuses_old_tokens() {
     // A new token works again.
     let fresh = Auth::new(&sf).await;
     client
-        .get_topic(fresh.request(TopicRequest {
-            topic_name: ACCEPTED.to_owned(),
-        }))
+        .get_topic(fresh.request(topic_request(ACCEPTED)))
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn unavailable_ends_streams_and_refuses_the_next_subscribes() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
-    sub.events().await;
+    let (sf, auth, mut client, mut sub) = streaming().await;
 
     switch(&sf, Fault::Unavailable { count: 2 }).await;
     let status = sub.error().await;
@@ -198,22 +172,10 @@ async fn unavailable_ends_streams_and_refuses_the_next_subscribes() {
     assert_eq!(error_code(&status), "service.unavailable");
 
     for _ in 0..2 {
-        let mut refused = Sub::open(
-            &mut client,
-            &auth,
-            fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-        )
-        .await
-        .unwrap();
+        let mut refused = subscribe(&mut client, &auth, accepted_earliest(5)).await;
         assert_eq!(error_code(&refused.error().await), "service.unavailable");
     }
-    let mut third = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut third = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     assert_eq!(replays(&third.events().await), [1]);
 
     let status = sf.status();
@@ -224,28 +186,15 @@ async fn unavailable_ends_streams_and_refuses_the_next_subscribes() {
 
 #[tokio::test]
 async fn stall_sends_nothing_until_cleared() {
-    let sf = start_with(|c| c.keepalive_interval = Duration::from_millis(150)).await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    let mut open = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let (sf, auth, mut client) =
+        connect_with(|c| c.keepalive_interval = Duration::from_millis(150)).await;
+    let mut open = subscribe(&mut client, &auth, accepted_latest(5)).await;
     // Keepalives flow before the stall.
     assert!(open.response().await.events.is_empty());
 
     switch(&sf, Fault::Stall { on: true }).await;
     // A stream opened during the stall is served nothing either.
-    let mut fresh = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut fresh = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     publish_accepted(&sf, 1);
     fresh.quiet().await;
     // A keepalive sent just before the switch may still be in flight.
@@ -264,18 +213,10 @@ async fn stall_sends_nothing_until_cleared() {
 
 #[tokio::test]
 async fn duplicate_delivers_each_event_twice() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     let ids_published = publish_accepted(&sf, 2);
     switch(&sf, Fault::Duplicate { on: true }).await;
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     let response = sub.events().await;
     assert_eq!(replays(&response), [1, 1, 2, 2]);
     assert_eq!(
@@ -298,20 +239,12 @@ async fn duplicate_delivers_each_event_twice() {
 
 #[tokio::test]
 async fn garble_stores_payloads_that_no_longer_decode() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     publish_accepted(&sf, 1);
     switch(&sf, Fault::Garble { on: true }).await;
     publish_accepted(&sf, 1);
     switch(&sf, Fault::Garble { on: false }).await;
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     let response = sub.events().await;
     assert_eq!(replays(&response), [1, 2]);
     let schema = apache_avro::Schema::parse_str(q2c_pubsub::schemas::QUOTE_ACCEPTED).unwrap();
@@ -328,19 +261,16 @@ async fn garble_stores_payloads_that_no_longer_decode() {
 
 #[tokio::test]
 async fn expire_replay_ids_makes_every_earlier_id_corrupted() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     publish_accepted(&sf, 2);
     switch(&sf, Fault::ExpireReplayIds).await;
     for counter in [1, 2] {
-        let mut sub = Sub::open(
+        let mut sub = subscribe(
             &mut client,
             &auth,
             fetch(ACCEPTED, ReplayPreset::Custom, replay(counter), 1),
         )
-        .await
-        .unwrap();
+        .await;
         let status = sub.error().await;
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(error_code(&status), "subscription.fetch.replayid.corrupted");
@@ -349,13 +279,7 @@ async fn expire_replay_ids_makes_every_earlier_id_corrupted() {
 
     // Later events are retained as usual, and their ids are good.
     let third = publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     let response = sub.events().await;
     assert_eq!(ids(&response), third);
     assert_eq!(replays(&response), [3]);
@@ -379,13 +303,7 @@ async fn clear_turns_every_switch_off() {
     let auth = Auth::new(&sf).await;
     let mut client = client(&sf).await;
     publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     assert_eq!(replays(&sub.events().await), [1]);
 }
 
@@ -418,25 +336,8 @@ async fn fault_routes_refuse_unknown_names_and_bad_bodies() {
 
 #[tokio::test]
 async fn status_counts_streams_open_at_once() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    publish_accepted(&sf, 1);
-    let mut first = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
-    first.events().await;
-    let mut second = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
+    let (sf, auth, mut client, first) = streaming().await;
+    let mut second = subscribe(&mut client, &auth, accepted_earliest(5)).await;
     second.events().await;
     let status = sf.status();
     let topic = &status.topics[ACCEPTED];

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use q2c_local_salesforce::{DEFAULT_CLIENT_ID, DEFAULT_USERNAME, LocalSalesforce};
-use q2c_pubsub::{ReplayPreset, TopicRequest};
 use serde_json::json;
 
 use crate::common::*;
@@ -119,9 +118,7 @@ async fn jwt_bearer_accepts_the_three_audiences() {
         };
         client(&sf)
             .await
-            .get_topic(auth.request(TopicRequest {
-                topic_name: ACCEPTED.to_owned(),
-            }))
+            .get_topic(auth.request(topic_request(ACCEPTED)))
             .await
             .unwrap();
     }
@@ -196,24 +193,14 @@ async fn jwt_bearer_needs_a_configured_key() {
 
 #[tokio::test]
 async fn an_expiring_token_ends_its_stream_and_is_refused_after() {
-    let sf = start_with(|c| c.token_ttl = Duration::from_millis(1500)).await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 1),
-    )
-    .await
-    .unwrap();
+    let (_sf, auth, mut client) = connect_with(|c| c.token_ttl = Duration::from_millis(1500)).await;
+    let mut sub = subscribe(&mut client, &auth, accepted_latest(1)).await;
     let status = sub.error().await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(error_code(&status), "service.auth.error");
 
     let refused = client
-        .get_topic(auth.request(TopicRequest {
-            topic_name: ACCEPTED.to_owned(),
-        }))
+        .get_topic(auth.request(topic_request(ACCEPTED)))
         .await
         .unwrap_err();
     assert_eq!(error_code(&refused), "service.auth.error");

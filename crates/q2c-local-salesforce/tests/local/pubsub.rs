@@ -9,22 +9,14 @@ use apache_avro::{
     Schema, reader::datum::GenericDatumReader, types::Value as Avro,
     writer::datum::GenericDatumWriter,
 };
-use q2c_pubsub::{ProducerEvent, PublishRequest, ReplayPreset, SchemaRequest, TopicRequest};
+use q2c_pubsub::{ProducerEvent, PublishRequest, ReplayPreset, SchemaRequest};
 use tonic::Code;
 
 use crate::common::*;
 
-fn topic_request(name: &str) -> TopicRequest {
-    TopicRequest {
-        topic_name: name.to_owned(),
-    }
-}
-
 #[tokio::test]
 async fn every_rpc_needs_token_instance_url_and_tenant() {
-    let sf = start().await;
-    let good = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, good, mut client) = connect().await;
     let bad = [
         Auth {
             token: String::new(),
@@ -68,14 +60,10 @@ async fn every_rpc_needs_token_instance_url_and_tenant() {
             .unwrap_err();
         assert_eq!(error_code(&status), "service.auth.error");
 
-        let status = Sub::open(
-            &mut client,
-            auth,
-            fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 1),
-        )
-        .await
-        .err()
-        .expect("subscribe without proper auth");
+        let status = Sub::open(&mut client, auth, accepted_latest(1))
+            .await
+            .err()
+            .expect("subscribe without proper auth");
         assert_eq!(error_code(&status), "service.auth.error");
     }
     // With the right metadata, the same calls go through.
@@ -87,9 +75,7 @@ async fn every_rpc_needs_token_instance_url_and_tenant() {
 
 #[tokio::test]
 async fn topics_and_schemas() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     for (topic, schema) in [
         (ACCEPTED, q2c_pubsub::schemas::QUOTE_ACCEPTED),
         (CANCELLED, q2c_pubsub::schemas::QUOTE_CANCELLED),
@@ -165,9 +151,7 @@ fn cancelled_payload(quote: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn publish_checks_each_payload_and_assigns_replay_ids() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     let schema_id = sf.schema_id("Q2C_Quote_Cancelled__e").unwrap();
     let event = |id: &str, schema_id: &str, payload: Vec<u8>| ProducerEvent {
         id: id.to_owned(),
@@ -221,13 +205,12 @@ async fn publish_checks_each_payload_and_assigns_replay_ids() {
     assert_eq!(error_code(&status), "topic.not.found");
 
     // What was published is what a subscriber receives.
-    let mut sub = Sub::open(
+    let mut sub = subscribe(
         &mut client,
         &auth,
         fetch(CANCELLED, ReplayPreset::Earliest, Vec::new(), 10),
     )
-    .await
-    .unwrap();
+    .await;
     let response = sub.events().await;
     assert_eq!(ids(&response), ["e1", "e4"]);
     assert_eq!(
@@ -238,9 +221,7 @@ async fn publish_checks_each_payload_and_assigns_replay_ids() {
 
 #[tokio::test]
 async fn console_events_decode_with_the_served_schema() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     let published = sf
         .publish(
             "Q2C_Quote_Accepted__e",
@@ -250,13 +231,7 @@ async fn console_events_decode_with_the_served_schema() {
         .unwrap();
     assert_eq!(published.replay_id, "0000000000000001");
 
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 1),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(1)).await;
     let response = sub.events().await;
     let event = response.events[0].event.clone().unwrap();
     assert_eq!(event.id, "0196f0c1-0000-7000-8000-000000000001");
@@ -296,18 +271,10 @@ async fn console_events_decode_with_the_served_schema() {
 
 #[tokio::test]
 async fn earliest_latest_and_custom() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     let first_three = publish_accepted(&sf, 3);
 
-    let mut earliest = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 10),
-    )
-    .await
-    .unwrap();
+    let mut earliest = subscribe(&mut client, &auth, accepted_earliest(10)).await;
     let response = earliest.events().await;
     assert_eq!(ids(&response), first_three);
     assert_eq!(replays(&response), [1, 2, 3]);
@@ -317,13 +284,7 @@ async fn earliest_latest_and_custom() {
 
     // LATEST sees only what comes after it subscribed. The first keepalive
     // is far away, so anything it receives is an event.
-    let mut latest = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 10),
-    )
-    .await
-    .unwrap();
+    let mut latest = subscribe(&mut client, &auth, accepted_latest(10)).await;
     // Publish only once the server has read its first request (it then
     // counts the stream as open), or the event could predate it.
     wait_until_open(&sf, 2).await;
@@ -336,21 +297,16 @@ async fn earliest_latest_and_custom() {
     assert_eq!(replays(&earliest.events().await), [4]);
 
     // CUSTOM delivers what comes after the given replay id.
-    let mut custom = Sub::open(
+    let mut custom = subscribe(
         &mut client,
         &auth,
         fetch(ACCEPTED, ReplayPreset::Custom, replay(2), 10),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(replays(&custom.events().await), [3, 4]);
 
     // The preset of a later FetchRequest is ignored.
-    custom
-        .requests
-        .send(fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 1))
-        .await
-        .unwrap();
+    custom.requests.send(accepted_earliest(1)).await.unwrap();
     let fifth = publish_accepted(&sf, 1);
     assert_eq!(ids(&custom.events().await), fifth);
 }
@@ -369,9 +325,7 @@ async fn wait_until_open(sf: &q2c_local_salesforce::LocalSalesforce, n: u32) {
 
 #[tokio::test]
 async fn custom_replay_id_errors() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     publish_accepted(&sf, 2);
     let cases = [
         (Vec::new(), "subscription.fetch.replayid.validation.failed"),
@@ -380,24 +334,22 @@ async fn custom_replay_id_errors() {
         (replay(0), "subscription.fetch.replayid.corrupted"),
     ];
     for (replay_id, code) in cases {
-        let mut sub = Sub::open(
+        let mut sub = subscribe(
             &mut client,
             &auth,
             fetch(ACCEPTED, ReplayPreset::Custom, replay_id.clone(), 1),
         )
-        .await
-        .unwrap();
+        .await;
         let status = sub.error().await;
         assert_eq!(status.code(), Code::InvalidArgument, "{replay_id:?}");
         assert_eq!(error_code(&status), code, "{replay_id:?}");
     }
-    let mut sub = Sub::open(
+    let mut sub = subscribe(
         &mut client,
         &auth,
         fetch("/event/Nope__e", ReplayPreset::Latest, Vec::new(), 1),
     )
-    .await
-    .unwrap();
+    .await;
     let status = sub.error().await;
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(error_code(&status), "topic.not.found");
@@ -405,17 +357,9 @@ async fn custom_replay_id_errors() {
 
 #[tokio::test]
 async fn flow_control_is_additive() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) = connect().await;
     publish_accepted(&sf, 5);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 2),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(2)).await;
     let response = sub.events().await;
     assert_eq!(replays(&response), [1, 2]);
     assert_eq!(response.pending_num_requested, 0);
@@ -448,28 +392,14 @@ async fn flow_control_is_additive() {
 
 #[tokio::test]
 async fn more_than_100_outstanding_is_refused() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (_sf, auth, mut client) = connect().await;
     for n in [0, -1, 101] {
-        let mut sub = Sub::open(
-            &mut client,
-            &auth,
-            fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), n),
-        )
-        .await
-        .unwrap();
+        let mut sub = subscribe(&mut client, &auth, accepted_latest(n)).await;
         let status = sub.error().await;
         assert_eq!(error_code(&status), "fetch.requested.events.invalid", "{n}");
     }
 
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 60),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_latest(60)).await;
     sub.request(40).await;
     sub.request(1).await;
     let status = sub.error().await;
@@ -479,31 +409,23 @@ async fn more_than_100_outstanding_is_refused() {
 
 #[tokio::test]
 async fn keepalives_carry_the_latest_replay_id() {
-    let sf = start_with(|c| c.keepalive_interval = Duration::from_millis(200)).await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) =
+        connect_with(|c| c.keepalive_interval = Duration::from_millis(200)).await;
 
     // An empty topic: keepalives with no replay id.
-    let mut empty = Sub::open(
+    let mut empty = subscribe(
         &mut client,
         &auth,
         fetch(CANCELLED, ReplayPreset::Latest, Vec::new(), 5),
     )
-    .await
-    .unwrap();
+    .await;
     let keepalive = empty.response().await;
     assert!(keepalive.events.is_empty());
     assert!(keepalive.latest_replay_id.is_empty());
     assert_eq!(keepalive.pending_num_requested, 5);
 
     publish_accepted(&sf, 3);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 2),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_latest(2)).await;
     for _ in 0..2 {
         let keepalive = sub.response().await;
         assert!(keepalive.events.is_empty());
@@ -515,17 +437,10 @@ async fn keepalives_carry_the_latest_replay_id() {
 
 #[tokio::test]
 async fn a_stream_with_nothing_requested_is_closed_when_idle() {
-    let sf = start_with(|c| c.idle_timeout = Duration::from_millis(300)).await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (sf, auth, mut client) =
+        connect_with(|c| c.idle_timeout = Duration::from_millis(300)).await;
     publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 1),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(1)).await;
     assert_eq!(sub.events().await.pending_num_requested, 0);
     // Nothing more requested: the server ends the stream.
     assert!(sub.next().await.unwrap().is_none());
@@ -534,20 +449,12 @@ async fn a_stream_with_nothing_requested_is_closed_when_idle() {
 
 #[tokio::test]
 async fn a_stream_with_events_requested_stays_open() {
-    let sf = start_with(|c| {
+    let (_sf, auth, mut client) = connect_with(|c| {
         c.idle_timeout = Duration::from_millis(100);
         c.keepalive_interval = Duration::from_millis(150);
     })
     .await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Latest, Vec::new(), 1),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_latest(1)).await;
     // Several keepalives, each longer than the idle timeout apart.
     for _ in 0..3 {
         assert!(sub.response().await.events.is_empty());
@@ -556,37 +463,28 @@ async fn a_stream_with_events_requested_stays_open() {
 
 #[tokio::test]
 async fn events_past_retention_are_gone_and_their_replay_ids_corrupted() {
-    let sf = start_with(|c| {
+    let (sf, auth, mut client) = connect_with(|c| {
         c.retention = Duration::ZERO;
         c.keepalive_interval = Duration::from_millis(200);
     })
     .await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
     publish_accepted(&sf, 2);
     assert_eq!(sf.status().topics[ACCEPTED].events, 0);
     assert_eq!(sf.status().topics[ACCEPTED].published, 2);
 
-    let mut sub = Sub::open(
+    let mut sub = subscribe(
         &mut client,
         &auth,
         fetch(ACCEPTED, ReplayPreset::Custom, replay(2), 1),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         error_code(&sub.error().await),
         "subscription.fetch.replayid.corrupted"
     );
 
     // EARLIEST finds nothing left: only a keepalive comes.
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 1),
-    )
-    .await
-    .unwrap();
+    let mut sub = subscribe(&mut client, &auth, accepted_earliest(1)).await;
     let keepalive = sub.response().await;
     assert!(keepalive.events.is_empty());
     assert_eq!(keepalive.latest_replay_id, replay(2));
@@ -594,9 +492,7 @@ async fn events_past_retention_are_gone_and_their_replay_ids_corrupted() {
 
 #[tokio::test]
 async fn publish_stream_and_managed_subscribe_are_not_offered() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
+    let (_sf, auth, mut client) = connect().await;
     let status = client
         .publish_stream(auth.request(tokio_stream::iter(Vec::<PublishRequest>::new())))
         .await
@@ -611,18 +507,7 @@ async fn publish_stream_and_managed_subscribe_are_not_offered() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_as_unavailable() {
-    let sf = start().await;
-    let auth = Auth::new(&sf).await;
-    let mut client = client(&sf).await;
-    publish_accepted(&sf, 1);
-    let mut sub = Sub::open(
-        &mut client,
-        &auth,
-        fetch(ACCEPTED, ReplayPreset::Earliest, Vec::new(), 5),
-    )
-    .await
-    .unwrap();
-    sub.events().await;
+    let (sf, _auth, _client, mut sub) = streaming().await;
     let stopping = tokio::spawn(sf.shutdown());
     let status = sub.error().await;
     assert_eq!(status.code(), Code::Unavailable);
