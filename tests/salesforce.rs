@@ -36,6 +36,18 @@ async fn serve_on(
     world.serve(&all).await
 }
 
+/// `q2c serve` with both topics' streams open.
+async fn streaming(world: &World, salesforce: &Salesforce) -> (Orchestrator, Api) {
+    let serve = serve_on(world, salesforce, Login::ClientCredentials, &[]).await;
+    let api = Api::new(&serve.http);
+    eventually("both streams to open", DEADLINE, || async {
+        subscription(&api, ACCEPTED_TOPIC).await["state"] == "streaming"
+            && subscription(&api, CANCELLED_TOPIC).await["state"] == "streaming"
+    })
+    .await;
+    (serve, api)
+}
+
 async fn admitted(world: &World) -> i64 {
     world.count("SELECT count(*) FROM intake_events").await
 }
@@ -282,13 +294,7 @@ async fn an_expired_token_is_replaced_and_the_stream_resumes_where_it_stood() {
 async fn an_unavailable_service_is_retried_with_backoff_until_it_answers() {
     let world = World::new().await;
     let salesforce = Salesforce::start(|_| {}).await;
-    let serve = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
-    let api = Api::new(&serve.http);
-    eventually("both streams to open", DEADLINE, || async {
-        subscription(&api, ACCEPTED_TOPIC).await["state"] == "streaming"
-            && subscription(&api, CANCELLED_TOPIC).await["state"] == "streaming"
-    })
-    .await;
+    let (serve, api) = streaming(&world, &salesforce).await;
     salesforce.fault(Fault::Unavailable { count: 3 });
     salesforce.accept(0);
     eventually(
@@ -312,12 +318,7 @@ async fn an_unavailable_service_is_retried_with_backoff_until_it_answers() {
 async fn a_stalled_stream_is_noticed_and_replaced() {
     let world = World::new().await;
     let salesforce = Salesforce::start(|_| {}).await;
-    let serve = serve_on(&world, &salesforce, Login::ClientCredentials, &[]).await;
-    let api = Api::new(&serve.http);
-    eventually("the stream to open", DEADLINE, || async {
-        subscription(&api, ACCEPTED_TOPIC).await["state"] == "streaming"
-    })
-    .await;
+    let (serve, api) = streaming(&world, &salesforce).await;
     salesforce.fault(Fault::Stall { on: true });
     eventually(
         "the stall to be noticed (stall time 2s)",

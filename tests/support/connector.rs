@@ -8,9 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use q2c_contract::{DOMAINS, Envelope, ReplyKind, Topology};
@@ -190,22 +188,9 @@ impl Connector {
 }
 
 async fn publish_reply(channel: &Channel, topology: &Topology, reply: &Envelope) {
-    let confirmation = channel
-        .basic_publish(
-            topology.replies_exchange().as_str().into(),
-            reply.message_type.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &reply.encode(),
-            reply.properties(),
-        )
+    q2c_contract::reply::publish(channel, topology, reply)
         .await
-        .expect("publish reply")
-        .await
-        .expect("reply confirmed");
-    assert!(confirmation.is_ack(), "reply refused");
+        .expect("reply confirmed and routed");
 }
 
 /// The contract's rules for one command; `None` means no reply.
