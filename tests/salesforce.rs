@@ -48,6 +48,20 @@ async fn streaming(world: &World, salesforce: &Salesforce) -> (Orchestrator, Api
     (serve, api)
 }
 
+/// An operator sends the accepted topic back to its oldest retained event.
+async fn operator_moves_to_earliest(world: &World) {
+    world
+        .store
+        .move_position(
+            ACCEPTED_TOPIC,
+            &Position::Earliest,
+            "test operator",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+}
+
 async fn admitted(world: &World) -> i64 {
     world.count("SELECT count(*) FROM intake_events").await
 }
@@ -237,16 +251,7 @@ async fn duplicate_deliveries_and_an_older_position_start_nothing_twice() {
     );
 
     // An operator sends the running subscriber back to the start.
-    world
-        .store
-        .move_position(
-            ACCEPTED_TOPIC,
-            &Position::Earliest,
-            "test operator",
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    operator_moves_to_earliest(&world).await;
     eventually("every event to be delivered again", DEADLINE, || async {
         subscription(&api, ACCEPTED_TOPIC).await["events_received"]
             .as_u64()
@@ -415,16 +420,7 @@ async fn an_expired_stored_replay_id_stops_the_topic_until_an_operator_moves_it(
     })
     .await;
 
-    world
-        .store
-        .move_position(
-            ACCEPTED_TOPIC,
-            &Position::Earliest,
-            "test operator",
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    operator_moves_to_earliest(&world).await;
     eventually("the topic to resume after the move", DEADLINE, || async {
         admitted(&world).await == 2
     })

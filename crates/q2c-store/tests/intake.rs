@@ -4,6 +4,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,29 +21,11 @@ use q2c_store::positions::{FIRST_START, Position};
 use q2c_store::{Error, Store, Trigger};
 use serde_json::json;
 use sqlx::PgPool;
+use support::{definition, t0, workflow};
 use uuid::Uuid;
 
 const ACCEPTED: &str = "/event/Q2C_Quote_Accepted__e";
 const CANCELLED: &str = "/event/Q2C_Quote_Cancelled__e";
-
-fn definition() -> Arc<Definition> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../workflows/quote-to-cash.toml"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    Arc::new(Definition::parse(path, &text).unwrap())
-}
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn workflow(n: u128) -> WorkflowId {
-    WorkflowId::new(Uuid::from_u128(n))
-}
 
 fn quote_id() -> String {
     fixtures::quote().quote_id().as_str().to_owned()

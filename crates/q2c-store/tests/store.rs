@@ -2,6 +2,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,26 +17,8 @@ use q2c_store::dead_letters::DeadLetter;
 use q2c_store::{Applied, Error, Store, Trigger};
 use serde_json::json;
 use sqlx::PgPool;
+use support::{definition, t0, workflow};
 use uuid::Uuid;
-
-fn definition() -> Arc<Definition> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../workflows/quote-to-cash.toml"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    Arc::new(Definition::parse(path, &text).unwrap())
-}
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn workflow(n: u128) -> WorkflowId {
-    WorkflowId::new(Uuid::from_u128(n))
-}
 
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.unwrap();
