@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use q2c_contract::Envelope;
-use q2c_core::definition::Definition;
-use q2c_core::domain::ids::{IdempotencyKey, WorkflowId};
+use q2c_core::domain::ids::IdempotencyKey;
 use q2c_core::domain::quote::fixtures;
 use q2c_core::saga::{Event, Reply, ReplyResult, Status};
 use q2c_store::dead_letters::DeadLetter;
