@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use q2c_contract::Topology;
 use q2c_core::definition::Definition;
-use q2c_http::ApiToken;
 use q2c_runtime::crash::CrashSwitch;
 use q2c_store::Store;
 use sqlx::postgres::PgPoolOptions;
@@ -63,6 +62,31 @@ enum Command {
     Salesforce {
         #[command(subcommand)]
         command: SalesforceCommand,
+    },
+    /// API tokens: make one, or turn one into the entry that configures it
+    /// (for Q2C_API_TOKENS or Q2C_API_TOKENS_FILE). Roles: ingest, viewer,
+    /// operator, admin.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token and the entry that configures it.
+    New {
+        /// What the token is called in logs and the audit trail, e.g. `ci`.
+        name: String,
+        /// ingest, viewer, operator or admin.
+        role: String,
+    },
+    /// Read a token from stdin and print the entry that configures it.
+    Hash {
+        /// What the token is called in logs and the audit trail, e.g. `ci`.
+        name: String,
+        /// ingest, viewer, operator or admin.
+        role: String,
     },
 }
 
@@ -146,6 +170,7 @@ fn main() -> ExitCode {
         Command::Salesforce {
             command: SalesforceCommand::Position { command },
         } => with_runtime(position(command)),
+        Command::Token { command } => token(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -281,12 +306,9 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
                 ),
             )
         })?;
-    let token = settings::required(
-        "Q2C_API_TOKEN",
-        "set it to a secret of at least 16 characters that API clients send as \
-         `Authorization: Bearer <token>` (for example: export Q2C_API_TOKEN=$(openssl rand -hex 24))",
-    )?;
-    let token = ApiToken::new(&token).map_err(|error| settings::invalid("Q2C_API_TOKEN", error))?;
+    let tokens = settings::api_tokens()?;
+    // Names and roles only: `Tokens` never prints a token or a hash.
+    tracing::info!(?tokens, "API tokens");
     let http_address =
         settings::optional("Q2C_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
     http_address
@@ -352,7 +374,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let state = q2c_http::AppState {
         store: store.clone(),
         definition: intake,
-        token,
+        tokens,
         amqp_url,
         metrics,
         salesforce: subscriber
@@ -424,6 +446,32 @@ async fn position(command: PositionCommand) -> anyhow::Result<()> {
                 .from
                 .map_or_else(|| "none".to_owned(), |from| from.to_string());
             println!("{topic}: moved from {from} to {} by {who}", change.to);
+        }
+    }
+    Ok(())
+}
+
+/// `q2c token new|hash`: the entry line is computed here, so operators
+/// never hash tokens by hand, and a new token is printed once, never stored.
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::New { name, role } => {
+            let role: q2c_http::auth::Role = role.parse().context("role")?;
+            let token = q2c_http::auth::new_token()?;
+            let entry = q2c_http::auth::entry_line(&name, role, &token)?;
+            println!("token: {token}");
+            println!("entry: {entry}");
+        }
+        TokenCommand::Hash { name, role } => {
+            let role: q2c_http::auth::Role = role.parse().context("role")?;
+            let token = std::io::read_to_string(std::io::stdin()).context("reading stdin")?;
+            let token = token.trim();
+            if token.is_empty() {
+                anyhow::bail!(
+                    "no token on stdin; e.g. `printf %s \"$TOKEN\" | q2c token hash {name} {role}`"
+                );
+            }
+            println!("{}", q2c_http::auth::entry_line(&name, role, token)?);
         }
     }
     Ok(())

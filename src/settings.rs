@@ -39,3 +39,36 @@ pub fn invalid(name: &'static str, problem: impl ToString) -> Error {
         problem: problem.to_string(),
     }
 }
+
+/// The API's tokens, from every setting that may hold some: the legacy
+/// plain-text `Q2C_API_TOKEN` (an admin named `api-token`), the entries of
+/// `Q2C_API_TOKENS` and those of the file `Q2C_API_TOKENS_FILE`. At least one
+/// token is required, or the API could only refuse.
+pub fn api_tokens() -> anyhow::Result<q2c_http::Tokens> {
+    let mut tokens = q2c_http::Tokens::builder();
+    if let Some(token) = optional("Q2C_API_TOKEN") {
+        tokens.legacy("Q2C_API_TOKEN", &token)?;
+    }
+    if let Some(entries) = optional("Q2C_API_TOKENS") {
+        tokens.list("Q2C_API_TOKENS", &entries)?;
+    }
+    if let Some(path) = optional_path("Q2C_API_TOKENS_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            invalid(
+                "Q2C_API_TOKENS_FILE",
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?;
+        tokens.file(&format!("Q2C_API_TOKENS_FILE {}", path.display()), &text)?;
+    }
+    let tokens = tokens.build();
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "no API token is configured: set Q2C_API_TOKENS to entries \
+             `name:role:sha256:<hex>` (`q2c token new <name> <role>` makes one), \
+             Q2C_API_TOKENS_FILE to a file of such entries (one per line), \
+             or Q2C_API_TOKEN to a plain admin token of at least 16 characters"
+        );
+    }
+    Ok(tokens)
+}

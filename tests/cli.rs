@@ -114,19 +114,192 @@ async fn migrate_applies_the_schema() {
     scratch.drop().await;
 }
 
-#[test]
-fn serve_refuses_to_start_without_an_api_token() {
-    let output = Command::new(env!("CARGO_BIN_EXE_q2c"))
+/// `q2c serve` with the given token settings (and none inherited), up to
+/// where it would connect to Postgres (an address where nothing listens).
+fn serve_with_tokens(settings: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_q2c"));
+    command
         .arg("serve")
         .env_remove("Q2C_API_TOKEN")
+        .env_remove("Q2C_API_TOKENS")
+        .env_remove("Q2C_API_TOKENS_FILE")
+        .env_remove("Q2C_WORKFLOWS_DIR")
+        .env_remove("Q2C_SALESFORCE_PUBSUB_URL")
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .env("AMQP_URL", "amqp://127.0.0.1:1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    command.output().expect("q2c runs")
+}
+
+/// `q2c token <args>` with `stdin` as its input.
+fn token_command(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_q2c"))
+        .arg("token")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("q2c runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("q2c ends")
+}
+
+#[test]
+fn serve_refuses_to_start_without_an_api_token() {
+    let output = serve_with_tokens(&[]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("Q2C_API_TOKEN: is not set"), "{stderr}");
+    assert!(stderr.contains("no API token is configured"), "{stderr}");
+    for setting in ["Q2C_API_TOKENS", "Q2C_API_TOKENS_FILE", "Q2C_API_TOKEN"] {
+        assert!(stderr.contains(setting), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_names_the_setting_place_and_problem_of_a_bad_token_entry() {
+    let hash = "0".repeat(64);
+    let secret = "s3cret-0123456789abcdef";
+
+    let output = serve_with_tokens(&[(
+        "Q2C_API_TOKENS",
+        &format!("ci:ingest:sha256:{hash},\nops:superuser:sha256:{hash}"),
+    )]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Q2C_API_TOKENS, entry 2: the role `superuser` is not one of ingest, viewer, operator, admin"),
+        "{stderr}"
+    );
+
+    let output = serve_with_tokens(&[("Q2C_API_TOKENS", &format!("ci:admin:sha256:{secret}"))]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Q2C_API_TOKENS, entry 1: the hash must be 64 lowercase hex digits"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let file = directory.path().join("tokens");
+    std::fs::write(
+        &file,
+        format!(
+            "# the billing team\n\nci:ingest:sha256:{hash}\nci:viewer:sha256:{}\n",
+            "1".repeat(64)
+        ),
+    )
+    .expect("write");
+    let output = serve_with_tokens(&[("Q2C_API_TOKENS_FILE", &file.display().to_string())]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "Q2C_API_TOKENS_FILE {}, line 4: the name `ci` is already used (Q2C_API_TOKENS_FILE {}, line 3)",
+            file.display(),
+            file.display()
+        )),
+        "{stderr}"
+    );
+
+    let missing = directory.path().join("missing");
+    let output = serve_with_tokens(&[("Q2C_API_TOKENS_FILE", &missing.display().to_string())]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "Q2C_API_TOKENS_FILE: cannot read {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+
+    let output = serve_with_tokens(&[("Q2C_API_TOKEN", "short")]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Q2C_API_TOKEN: the token must be at least 16 characters long"),
+        "{stderr}"
+    );
+}
+
+/// A token from `q2c token new` configures `serve`: it gets past the token
+/// settings to the next one, a broker URL that is not one.
+#[test]
+fn a_new_token_entry_is_accepted_by_serve() {
+    let output = token_command(&["new", "ci", "ingest"], "");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let entry = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("entry: "))
+        .expect("an entry line");
+    let output = serve_with_tokens(&[("Q2C_API_TOKENS", entry), ("AMQP_URL", "not-a-broker")]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(!stderr.contains("Q2C_API_TOKEN"), "{stderr}");
+    assert!(stderr.contains("AMQP_URL: not an AMQP URL"), "{stderr}");
+}
+
+#[test]
+fn token_new_prints_a_token_and_the_entry_that_token_hash_makes_of_it() {
+    let output = token_command(&["new", "ci-bot", "operator"], "");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("token: "))
+        .expect("a token line");
+    let entry = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("entry: "))
+        .expect("an entry line");
+    assert_eq!(token.len(), 64, "{stdout}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{stdout}");
+    assert!(entry.starts_with("ci-bot:operator:sha256:"), "{stdout}");
+    assert!(!entry.contains(token), "{stdout}");
+
+    let again = token_command(&["new", "ci-bot", "operator"], "");
+    assert!(!text(&again.stdout).contains(token), "every token is new");
+
+    let hashed = token_command(&["hash", "ci-bot", "operator"], &format!("{token}\n"));
+    assert!(hashed.status.success(), "{}", text(&hashed.stderr));
+    assert_eq!(text(&hashed.stdout), format!("{entry}\n"));
+}
+
+#[test]
+fn token_commands_refuse_bad_roles_names_and_tokens() {
+    let output = token_command(&["new", "ci", "root"], "");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("role: the role `root` is not one of ingest, viewer, operator, admin"),
+        "{stderr}"
+    );
+
+    let output = token_command(&["new", "c i", "admin"], "");
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("the name must be"));
+
+    let output = token_command(&["hash", "ci", "admin"], "short\n");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+    assert!(!stderr.contains("short"), "{stderr}");
+
+    let output = token_command(&["hash", "ci", "admin"], "");
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("no token on stdin"));
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! After every event they check the rules the machine promises: one command
 //! in flight at most; compensations in reverse order for exactly the steps
 //! that completed (or may have); terminal states absorb every event;
-//! duplicates and stale events change nothing; and once replies stop coming,
-//! timers alone bring every workflow to a terminal status or to `suspended`.
+//! duplicates and stale events change nothing; an operator's action is
+//! applied exactly when the saga lists it as allowed; a paused saga only
+//! holds replies and timers, and applies them when unpaused; and once
+//! replies stop coming, timers alone bring every workflow to a terminal
+//! status or to `suspended`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -20,8 +23,9 @@ use proptest::prelude::*;
 use q2c_core::definition::{Definition, FailurePolicy, StepKind};
 use q2c_core::domain::quote::fixtures;
 use q2c_core::saga::{
-    Command, CommandRole, CompensationStatus, Disposition, Effect, Event, Outcome, Phase, Reply,
-    ReplyResult, Resume, Saga, Status, StepStatus, TimerId, TimerKind,
+    Action, Command, CommandRole, CompensationStatus, Disposition, Effect, Event, HeldEvent,
+    Outcome, Phase, Reply, ReplyResult, Request, Resume, Saga, Status, StepStatus, TimerId,
+    TimerKind,
 };
 use serde_json::json;
 use support::{t0, workflow_id};
@@ -127,6 +131,11 @@ enum Op {
     Resume {
         pick: u8,
     },
+    /// An operator's action through the API's door: checked against the
+    /// actions the saga allows.
+    Act {
+        pick: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -142,6 +151,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::RefireLastTimer),
         1 => Just(Op::Cancel),
         2 => any::<u8>().prop_map(|pick| Op::Resume { pick }),
+        4 => any::<u8>().prop_map(|pick| Op::Act { pick }),
     ]
 }
 
@@ -153,6 +163,8 @@ struct World {
     now: DateTime<Utc>,
     sent: Vec<Command>,
     live_timers: Vec<(TimerId, DateTime<Utc>)>,
+    /// Timers frozen by a pause, with the time each had left.
+    frozen_timers: Vec<(TimerId, chrono::TimeDelta)>,
     dead_timers: Vec<TimerId>,
     /// Timers delivered once already, in delivery order.
     fired_timers: Vec<TimerId>,
@@ -173,6 +185,7 @@ impl World {
             now: t0(),
             sent: Vec::new(),
             live_timers: Vec::new(),
+            frozen_timers: Vec::new(),
             dead_timers: Vec::new(),
             fired_timers: Vec::new(),
             applied_replies: Vec::new(),
@@ -195,8 +208,37 @@ impl World {
                         self.live_timers.remove(position);
                         self.dead_timers.push(timer.clone());
                     }
+                    if let Some(position) = self.frozen_timers.iter().position(|(t, _)| t == timer)
+                    {
+                        self.frozen_timers.remove(position);
+                        self.dead_timers.push(timer.clone());
+                    }
                 }
-                Effect::RecordHistory(_) => {}
+                Effect::RecordHistory(_) | Effect::WithdrawCommands => {}
+                Effect::FreezeTimers => {
+                    let now = self.now;
+                    let frozen = self
+                        .live_timers
+                        .drain(..)
+                        .map(|(timer, due_at)| (timer, due_at - now));
+                    self.frozen_timers.extend(frozen);
+                }
+                Effect::ThawTimers => {
+                    let now = self.now;
+                    let thawed = self
+                        .frozen_timers
+                        .drain(..)
+                        .map(|(timer, remaining)| (timer, now + remaining));
+                    self.live_timers.extend(thawed);
+                }
+                Effect::ClearTimers => {
+                    let cleared = self
+                        .live_timers
+                        .drain(..)
+                        .map(|(timer, _)| timer)
+                        .chain(self.frozen_timers.drain(..).map(|(timer, _)| timer));
+                    self.dead_timers.extend(cleared.collect::<Vec<_>>());
+                }
             }
         }
     }
@@ -286,7 +328,40 @@ impl World {
                 }),
                 false,
             )),
+            Op::Act { pick } => {
+                let request = match pick % 9 {
+                    0 => Request::Resume { input_patch: None },
+                    1 => Request::Resume {
+                        input_patch: Some(json!({"operator": "patched"})),
+                    },
+                    2 => Request::Retry,
+                    3 => Request::Skip { output: json!({}) },
+                    4 => Request::Cancel,
+                    5 => Request::Terminate,
+                    6 | 7 => Request::Pause,
+                    _ => Request::Unpause,
+                };
+                Some((request.event(), false))
+            }
         }
+    }
+
+    /// The action an event stands for, if it is an operator's request.
+    fn action_of(event: &Event) -> Option<(Action, bool)> {
+        let action = match event {
+            Event::ResumeRequested(Resume::Patch(_) | Resume::RetryWithInput(_)) => {
+                return Some((Action::Resume, true));
+            }
+            Event::ResumeRequested(Resume::Skip { .. }) => Action::Skip,
+            Event::ResumeRequested(_) => Action::Resume,
+            Event::RetryRequested => Action::Retry,
+            Event::CancelRequested => Action::Cancel,
+            Event::TerminateRequested => Action::Terminate,
+            Event::PauseRequested => Action::Pause,
+            Event::UnpauseRequested => Action::Unpause,
+            Event::ReplyReceived(_) | Event::TimerFired(_) => return None,
+        };
+        Some((action, false))
     }
 
     /// Applies one event and checks every invariant around it.
@@ -294,7 +369,54 @@ impl World {
         let before_record = self.saga.record();
         let before_status = self.saga.status();
         let before_flight = self.saga.in_flight();
+        let before_allowed = self.saga.allowed_actions();
+        let held_before: Vec<HeldEvent> = self.saga.held().to_vec();
         let decision = self.saga.handle(&event, self.now);
+
+        let arrival = matches!(event, Event::ReplyReceived(_) | Event::TimerFired(_));
+        if before_record.paused && arrival {
+            // Held, not applied: the record gains the event and nothing else.
+            prop_assert_eq!(&decision.disposition, &Disposition::Applied);
+            let mut expected = before_record.clone();
+            expected
+                .held
+                .push(self.saga.held().last().cloned().expect("held"));
+            prop_assert_eq!(&self.saga.record(), &expected, "a paused saga changed");
+            prop_assert!(
+                decision
+                    .effects
+                    .iter()
+                    .all(|effect| matches!(effect, Effect::RecordHistory(_))),
+                "a held event had effects"
+            );
+            return Ok(());
+        }
+        if let Some((action, patched)) = Self::action_of(&event) {
+            let allowed = before_allowed.contains(&action);
+            let compensation_halted = matches!(
+                self.saga_phase_before(&before_record),
+                Some(Phase::Compensation)
+            );
+            if allowed && !(patched && compensation_halted) {
+                prop_assert_eq!(
+                    &decision.disposition,
+                    &Disposition::Applied,
+                    "{} is allowed in {:?} but was not applied",
+                    action,
+                    before_record.state
+                );
+            }
+            if !allowed {
+                prop_assert_ne!(
+                    &decision.disposition,
+                    &Disposition::Applied,
+                    "{} is not allowed in {:?} (allowed: {:?}) but was applied",
+                    action,
+                    before_record.state,
+                    before_allowed
+                );
+            }
+        }
 
         if before_status.is_terminal() || must_change_nothing {
             prop_assert_ne!(
@@ -315,6 +437,11 @@ impl World {
             return Ok(());
         }
 
+        if event == Event::UnpauseRequested {
+            self.track_released(&held_before);
+            self.carry_out(&decision.effects);
+            return self.check_state();
+        }
         let sent: Vec<&Command> = decision
             .effects
             .iter()
@@ -374,10 +501,62 @@ impl World {
         self.check_state()
     }
 
+    /// The phase of the step a recorded state is at.
+    fn saga_phase_before(&self, record: &q2c_core::saga::SagaRecord) -> Option<Phase> {
+        match &record.state {
+            q2c_core::saga::StateRecord::Suspended { phase, .. }
+            | q2c_core::saga::StateRecord::WaitingToRetry { phase, .. } => Some(*phase),
+            q2c_core::saga::StateRecord::Compensating { .. } => Some(Phase::Compensation),
+            q2c_core::saga::StateRecord::Executing { .. } => Some(Phase::Step),
+            _ => None,
+        }
+    }
+
+    /// After an unpause: what the held events turned out to do, for the
+    /// compensation checks.
+    fn track_released(&mut self, held: &[HeldEvent]) {
+        for event in held {
+            match event {
+                HeldEvent::Reply {
+                    key, failure: None, ..
+                } => {
+                    let Some(command) = self
+                        .sent
+                        .iter()
+                        .find(|c| &c.idempotency_key == key && c.role == CommandRole::Step)
+                    else {
+                        continue;
+                    };
+                    let step = self.step_index(&command.step);
+                    let progress = &self.saga.steps()[step];
+                    if progress.status == StepStatus::Succeeded
+                        && key.as_str().ends_with(&format!(":r{}", progress.revision))
+                    {
+                        self.succeeded.insert((step, progress.revision));
+                    }
+                }
+                HeldEvent::Timer { timer } if timer.kind == TimerKind::StepTimeout => {
+                    let step = self.step_index(&timer.step);
+                    if self.saga.steps()[step].possibly_done {
+                        self.timed_out.insert((step, timer.revision));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn check_state(&self) -> Result<(), TestCaseError> {
         let status = self.saga.status();
         let outcome = self.saga.outcome();
-        if status.is_terminal() {
+        if status == Status::Terminated {
+            prop_assert!(!self.saga.paused(), "a terminated saga is not paused");
+            prop_assert!(
+                self.saga.held().is_empty(),
+                "a terminated saga holds nothing"
+            );
+            prop_assert!(self.live_timers.is_empty() && self.frozen_timers.is_empty());
+        } else if status.is_terminal() {
             prop_assert_eq!(
                 outcome.map(Status::from),
                 Some(status),
@@ -483,6 +662,9 @@ impl World {
 
     /// With no more replies, timers alone must end or suspend the workflow.
     fn run_out_the_clock(&mut self) -> Result<(), TestCaseError> {
+        if self.saga.paused() {
+            self.apply(Event::UnpauseRequested, false)?;
+        }
         for _ in 0..1_000 {
             let status = self.saga.status();
             if status.is_terminal() || status == Status::Suspended {

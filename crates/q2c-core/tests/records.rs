@@ -11,8 +11,8 @@ use std::sync::Arc;
 use q2c_core::definition::Definition;
 use q2c_core::domain::quote::fixtures;
 use q2c_core::saga::{
-    CompensationStatus, Disposition, Event, Phase, RECORD_VERSION, RecordError, Reply, ReplyResult,
-    Resume, Saga, SagaRecord, Status, StepStatus,
+    Action, CompensationStatus, Disposition, Event, Phase, RECORD_VERSION, RecordError, Reply,
+    ReplyResult, Resume, Saga, SagaRecord, Status, StepStatus,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -130,6 +130,83 @@ fn v1_completed_record_is_terminal() {
     assert_round_trips(&value, &saga);
     assert_eq!(saga.status(), Status::Completed);
     let decision = saga.handle(&Event::CancelRequested, t0());
+    assert!(matches!(decision.disposition, Disposition::Refused { .. }));
+}
+
+#[test]
+fn v1_records_read_as_not_paused_with_no_earlier_revisions_and_are_rewritten_as_v2() {
+    for name in [
+        "v1-executing",
+        "v1-waiting-to-retry",
+        "v1-suspended-compensation",
+        "v1-completed",
+    ] {
+        let value = fixture(name);
+        assert_eq!(value["record_version"], 1, "{name}");
+        assert!(value.get("paused").is_none(), "{name} predates pausing");
+        let saga = restore(&value);
+        assert!(!saga.paused(), "{name}");
+        assert!(saga.held().is_empty(), "{name}");
+        assert!(
+            saga.steps()
+                .iter()
+                .all(|step| step.earlier_revisions.is_empty()),
+            "{name}"
+        );
+        let rewritten = serde_json::to_value(saga.record()).expect("records serialize");
+        assert_eq!(rewritten["record_version"], 2, "{name}");
+        assert_eq!(rewritten["paused"], false, "{name}");
+        assert_eq!(rewritten["held"], json!([]), "{name}");
+    }
+}
+
+#[test]
+fn v2_paused_record_applies_its_held_reply_on_unpause() {
+    let value = fixture("v2-paused-holding-a-reply");
+    assert_eq!(value["paused"], true);
+    assert_eq!(value["held"][0]["kind"], "reply");
+    let mut saga = restore(&value);
+    assert_round_trips(&value, &saga);
+    assert!(saga.paused());
+    assert_eq!(saga.status(), Status::Running);
+    let payment = &saga.steps()[2];
+    assert_eq!(payment.revision, 2);
+    assert_eq!(
+        payment.input.as_ref().unwrap()["payment_method"],
+        "card-4242"
+    );
+    assert_eq!(payment.earlier_revisions.len(), 1);
+    assert_eq!(
+        payment.earlier_revisions[0].input.as_ref().unwrap()["payment_method"],
+        "pm_card_visa"
+    );
+    assert_eq!(
+        saga.allowed_actions(),
+        [Action::Cancel, Action::Terminate, Action::Unpause]
+    );
+
+    let decision = saga.handle(&Event::UnpauseRequested, t0());
+    assert_eq!(decision.disposition, Disposition::Applied);
+    assert!(!saga.paused());
+    assert!(saga.held().is_empty());
+    assert_eq!(saga.steps()[2].status, StepStatus::Succeeded);
+    assert_eq!(
+        saga.in_flight().map(|flight| flight.step),
+        Some("report_status".into()),
+        "the held payment success moved the workflow on"
+    );
+}
+
+#[test]
+fn v2_terminated_record_is_terminal_and_takes_no_action() {
+    let value = fixture("v2-terminated");
+    assert_eq!(value["state"], json!({"name": "terminated"}));
+    let mut saga = restore(&value);
+    assert_round_trips(&value, &saga);
+    assert_eq!(saga.status(), Status::Terminated);
+    assert!(saga.status().is_terminal());
+    assert!(saga.allowed_actions().is_empty());
+    let decision = saga.handle(&Event::UnpauseRequested, t0());
     assert!(matches!(decision.disposition, Disposition::Refused { .. }));
 }
 

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`auth`]: the bearer token every `/api/v1` route requires.
+//! - [`auth`]: named bearer tokens with roles; each `/api/v1` route is
+//!   wrapped in [`auth::require`] with the [`auth::Access`] it needs.
 //! - [`problem`]: RFC 9457 problem details, the one error shape.
 //! - `events`: `POST /api/v1/events`, intake of Salesforce platform events.
 //! - `workflows`: `GET /api/v1/workflows` and `GET /api/v1/workflows/{id}`.
@@ -21,6 +22,7 @@ mod workflows;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use auth::Access;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -29,7 +31,7 @@ use q2c_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::ApiToken;
+pub use auth::Tokens;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,8 +40,8 @@ pub struct AppState {
     pub store: Store,
     /// The workflow that accepted quotes start.
     pub definition: Arc<Definition>,
-    /// The token `/api/v1` requires.
-    pub token: ApiToken,
+    /// The tokens `/api/v1` accepts, with their roles.
+    pub tokens: Tokens,
     /// The broker, for readiness.
     pub amqp_url: String,
     /// Renders `/metrics`.
@@ -48,17 +50,27 @@ pub struct AppState {
     pub salesforce: Option<q2c_subscriber::Subscriptions>,
 }
 
-/// The whole API.
+/// The whole API. Every `/api/v1` route goes through [`auth::require`]
+/// with the access it needs; a route added without it would need no token.
 pub fn router(state: AppState) -> Router {
+    let tokens = &state.tokens;
     let api = Router::new()
-        .route("/events", post(events::accept))
-        .route("/workflows", get(workflows::list))
-        .route("/workflows/{id}", get(workflows::detail))
-        .route("/salesforce/subscriptions", get(salesforce::subscriptions))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.token.clone(),
-            auth::require_token,
-        ));
+        .route(
+            "/events",
+            auth::require(tokens, Access::Ingest, post(events::accept)),
+        )
+        .route(
+            "/workflows",
+            auth::require(tokens, Access::Read, get(workflows::list)),
+        )
+        .route(
+            "/workflows/{id}",
+            auth::require(tokens, Access::Read, get(workflows::detail)),
+        )
+        .route(
+            "/salesforce/subscriptions",
+            auth::require(tokens, Access::Read, get(salesforce::subscriptions)),
+        );
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))

@@ -63,6 +63,28 @@ impl Problem {
             "send the API token as `Authorization: Bearer <token>`",
         )
     }
+
+    /// 403 for a known caller whose role does not grant the access the
+    /// route needs: names the role, the access and the roles that have it,
+    /// so the caller knows which token to ask for (never the token itself).
+    pub fn forbidden(role: &str, access: &str, granted_to: &[&str]) -> Self {
+        let granted_to = match granted_to {
+            [] => "no".to_owned(),
+            [only] => (*only).to_owned(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "role `{role}` may not do this: the route needs `{access}` access, \
+                 which {granted_to} tokens have"
+            ),
+        )
+        .with("role", Value::from(role))
+        .with("access", Value::from(access))
+    }
 }
 
 impl IntoResponse for Problem {

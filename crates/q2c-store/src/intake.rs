@@ -223,7 +223,7 @@ impl Store {
 
         let live: Option<(Uuid,)> = sqlx::query_as(
             "SELECT id FROM workflows WHERE quote_id = $1 \
-             AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled')",
+             AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled', 'terminated')",
         )
         .bind(quote_id)
         .fetch_optional(&mut *tx)

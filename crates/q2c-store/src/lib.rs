@@ -15,6 +15,8 @@
 //! - [`intake`]: admitting platform events once each, with the stream
 //!   position they came from.
 //! - [`queries`]: listing workflows and reading their history.
+//! - [`operators`]: operator actions on one workflow, and their audit trail.
+//! - [`idempotency`]: answers to requests that carried an idempotency key.
 //! - [`positions`]: positions in Salesforce event streams, and their moves.
 //! - [`topic_locks`]: one subscriber per Salesforce topic across processes.
 //! - [`record`]: how a saga record is split between its row and the
@@ -25,7 +27,9 @@
 //! version bumped by each transition.
 
 pub mod dead_letters;
+pub mod idempotency;
 pub mod intake;
+pub mod operators;
 pub mod outbox;
 pub mod positions;
 pub mod queries;

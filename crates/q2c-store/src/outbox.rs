@@ -39,7 +39,8 @@ pub struct Backlog {
 impl Store {
     /// Claims up to `limit` unsent rows whose lease is free, expired, or
     /// already `owner`'s (taken before a reconnect), for `lease`. Rows locked
-    /// by another claim in progress are skipped.
+    /// by another claim in progress are skipped, and so are the commands of
+    /// paused workflows: they leave once their workflow is unpaused.
     pub async fn claim_outbox(
         &self,
         owner: Uuid,
@@ -55,6 +56,7 @@ impl Store {
                  SELECT id FROM outbox \
                  WHERE sent_at IS NULL \
                    AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1) \
+                   AND workflow_id NOT IN (SELECT id FROM workflows WHERE paused) \
                  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING id, body, publish_attempts",
         )
@@ -112,12 +114,15 @@ impl Store {
         Ok(())
     }
 
-    /// Unsent rows and the age of the oldest.
+    /// Unsent rows and the age of the oldest; commands held by a pause are
+    /// not behind, so they do not count.
     pub async fn outbox_backlog(&self) -> Result<Backlog, Error> {
-        let (unsent, oldest): (i64, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(self.pool())
-                .await?;
+        let (unsent, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL \
+                 AND workflow_id NOT IN (SELECT id FROM workflows WHERE paused)",
+        )
+        .fetch_one(self.pool())
+        .await?;
         Ok(Backlog { unsent, oldest })
     }
 }

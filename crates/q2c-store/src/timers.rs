@@ -44,9 +44,10 @@ impl Store {
 
     /// When the next timer is due, if any is scheduled.
     pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
-        let (next,): (Option<DateTime<Utc>>,) = sqlx::query_as("SELECT min(due_at) FROM timers")
-            .fetch_one(self.pool())
-            .await?;
+        let (next,): (Option<DateTime<Utc>>,) =
+            sqlx::query_as("SELECT min(due_at) FROM timers WHERE remaining IS NULL")
+                .fetch_one(self.pool())
+                .await?;
         Ok(next)
     }
 
@@ -58,12 +59,15 @@ impl Store {
         timer: &TimerId,
         until: DateTime<Utc>,
     ) -> Result<(), Error> {
-        sqlx::query("UPDATE timers SET due_at = $3 WHERE workflow_id = $1 AND timer_key = $2")
-            .bind(workflow_id.as_uuid())
-            .bind(timer.to_string())
-            .bind(until)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE timers SET due_at = $3 \
+             WHERE workflow_id = $1 AND timer_key = $2 AND remaining IS NULL",
+        )
+        .bind(workflow_id.as_uuid())
+        .bind(timer.to_string())
+        .bind(until)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

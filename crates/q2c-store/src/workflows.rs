@@ -187,7 +187,7 @@ pub async fn start_in(
             savepoint.rollback().await?;
             let (live,): (Uuid,) = sqlx::query_as(
                 "SELECT id FROM workflows WHERE quote_id = $1 \
-                 AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled')",
+                 AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled', 'terminated')",
             )
             .bind(quote.quote_id().as_str())
             .fetch_one(&mut **tx)
@@ -234,7 +234,11 @@ pub async fn apply_in(
             }
         }
         Trigger::Timer(timer) => {
-            let due = sqlx::query("DELETE FROM timers WHERE workflow_id = $1 AND timer_key = $2")
+            // A frozen timer (its workflow is paused) does not fire, even
+            // if it was seen due just before the pause froze it.
+            let due = sqlx::query(
+                "DELETE FROM timers WHERE workflow_id = $1 AND timer_key = $2 AND remaining IS NULL",
+            )
                 .bind(workflow_id.as_uuid())
                 .bind(timer.to_string())
                 .execute(&mut **tx)
@@ -255,6 +259,18 @@ pub async fn apply_in(
             reply_type: reply.reply_type.clone(),
         });
     }
+    transition(tx, workflow_id, &mut loaded, event, now).await
+}
+
+/// Hands an event to a workflow loaded (and locked) in this transaction,
+/// and writes what it decided; `loaded` is left as the workflow now is.
+pub(crate) async fn transition(
+    tx: &mut Transaction<'_, Postgres>,
+    workflow_id: WorkflowId,
+    loaded: &mut Loaded,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Applied, Error> {
     let decision = loaded.saga.handle(event, now);
     match decision.disposition {
         Disposition::Ignored { reason } => return Ok(Applied::Ignored { reason }),
@@ -263,8 +279,8 @@ pub async fn apply_in(
     }
     let version = loaded.version + 1;
     sqlx::query(
-        "UPDATE workflows SET status = $2, outcome = $3, state = $4, version = $5, updated_at = $6 \
-         WHERE id = $1",
+        "UPDATE workflows SET status = $2, outcome = $3, state = $4, version = $5, updated_at = $6, \
+         paused = $7 WHERE id = $1",
     )
     .bind(workflow_id.as_uuid())
     .bind(loaded.saga.status().as_str())
@@ -272,8 +288,11 @@ pub async fn apply_in(
     .bind(to_state(&loaded.saga.record())?)
     .bind(version)
     .bind(now)
+    .bind(loaded.saga.paused())
     .execute(&mut **tx)
     .await?;
+    loaded.version = version;
+    loaded.updated_at = now;
     let commands = write_effects(tx, workflow_id, &decision.effects, now).await?;
     let answered = match event {
         Event::ReplyReceived(reply) => answered(tx, reply, now).await?,
@@ -318,7 +337,7 @@ struct WorkflowRow {
     updated_at: DateTime<Utc>,
 }
 
-async fn load_row(
+pub(crate) async fn load_row(
     connection: &mut PgConnection,
     workflow_id: WorkflowId,
     for_update: bool,
@@ -369,6 +388,7 @@ async fn write_effects(
 ) -> Result<usize, Error> {
     let mut commands = 0;
     let mut timers_scheduled = false;
+    let mut commands_released = false;
     for effect in effects {
         match effect {
             Effect::SendCommand(command) => {
@@ -406,6 +426,41 @@ async fn write_effects(
                     .execute(&mut *tx)
                     .await?;
             }
+            Effect::FreezeTimers => {
+                sqlx::query(
+                    "UPDATE timers SET remaining = greatest(due_at - $2, interval '0'), \
+                     due_at = 'infinity' WHERE workflow_id = $1 AND remaining IS NULL",
+                )
+                .bind(workflow_id.as_uuid())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::ThawTimers => {
+                sqlx::query(
+                    "UPDATE timers SET due_at = $2 + remaining, remaining = NULL \
+                     WHERE workflow_id = $1 AND remaining IS NOT NULL",
+                )
+                .bind(workflow_id.as_uuid())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                timers_scheduled = true;
+                // Commands held while paused may leave now.
+                commands_released = true;
+            }
+            Effect::ClearTimers => {
+                sqlx::query("DELETE FROM timers WHERE workflow_id = $1")
+                    .bind(workflow_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::WithdrawCommands => {
+                sqlx::query("DELETE FROM outbox WHERE workflow_id = $1 AND sent_at IS NULL")
+                    .bind(workflow_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Effect::RecordHistory(entry) => {
                 sqlx::query(
                     "INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
@@ -423,7 +478,7 @@ async fn write_effects(
         }
     }
     // Notifications are delivered at commit, and only if it commits.
-    if commands > 0 {
+    if commands > 0 || commands_released {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(OUTBOX_CHANNEL)
             .execute(&mut *tx)

@@ -29,6 +29,17 @@ pub enum Effect {
     CancelTimer(TimerId),
     /// Append to the workflow's history.
     RecordHistory(HistoryEntry),
+    /// The workflow is paused: stop the clock of every timer it has,
+    /// keeping each one's remaining time.
+    FreezeTimers,
+    /// The workflow is unpaused: re-arm every frozen timer with the time it
+    /// had left.
+    ThawTimers,
+    /// The workflow was terminated: drop all its timers.
+    ClearTimers,
+    /// The workflow was terminated: commands not yet published must never
+    /// leave.
+    WithdrawCommands,
 }
 
 /// A command message for a connector.
@@ -156,6 +167,9 @@ pub enum HistoryKind {
     /// The machine moved to another state.
     #[serde(rename = "state_changed")]
     StateChanged,
+    /// An operator acted on the workflow (who, why, and what came of it).
+    #[serde(rename = "operator_action")]
+    OperatorAction,
 }
 
 impl HistoryKind {
@@ -167,6 +181,7 @@ impl HistoryKind {
             Self::ReplyReceived => "reply_received",
             Self::TimerFired => "timer_fired",
             Self::StateChanged => "state_changed",
+            Self::OperatorAction => "operator_action",
         }
     }
 }

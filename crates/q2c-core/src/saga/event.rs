@@ -18,6 +18,15 @@ pub enum Event {
     CancelRequested,
     /// An operator asked a suspended workflow to go on.
     ResumeRequested(Resume),
+    /// An operator asked a workflow waiting to retry to try again now.
+    RetryRequested,
+    /// An operator asked to stop the workflow without undoing anything.
+    TerminateRequested,
+    /// An operator asked to hold the workflow's commands, timers and
+    /// replies.
+    PauseRequested,
+    /// An operator released a paused workflow.
+    UnpauseRequested,
 }
 
 /// A connector's answer, already parsed from the wire.
@@ -65,6 +74,10 @@ pub enum Resume {
     /// Run the halted step again with a new input: a new revision, so a new
     /// idempotency key.
     RetryWithInput(Value),
+    /// Run the halted step again with its input changed by a JSON merge
+    /// patch (RFC 7386): a new revision if the input changes, a plain
+    /// retry if it does not.
+    Patch(Value),
     /// Treat the halted step as done with this output (a new revision), or
     /// the halted compensation as done by hand.
     Skip {

@@ -15,6 +15,7 @@
 //! | `compensating(step, attempt)` | the step's compensation is in flight | compensating |
 //! | `suspended(step, phase, reason)` | an operator is needed | suspended |
 //! | `completed`, `compensated`, `failed`, `cancelled` | finished (superstate `finished`) | the outcome |
+//! | `terminated` | stopped by an operator (superstate `finished`) | terminated |
 //!
 //! `not_started` exists only between [`Saga::start`](super::Saga::start)
 //! creating the machine and handing it the start signal; it is never stored.
@@ -39,7 +40,16 @@
 //! | suspended | resume: retry / retry with input / skip | executing, compensating or onwards |
 //! | suspended (action step) | cancel | compensating, or the end of the money flow |
 //! | suspended | late success of the halted command | onwards, as if it had come in time |
+//! | waiting_to_retry | retry now | executing / compensating the next attempt |
+//! | any live state | terminate | terminated: timers dropped, unpublished commands withdrawn |
+//! | any live state | pause | the same state, paused: timers frozen |
+//! | paused | reply or timer | held, in arrival order |
+//! | paused | unpause | timers re-armed with their remaining time, then the held events applied |
 //! | finished | anything | nothing; requests are refused |
+//!
+//! Which operator actions a state allows is [`allowed_actions`]; the
+//! handlers refuse the same ones. A workflow that ends while paused is no
+//! longer paused.
 //!
 //! A failure reply counts only for the attempt sent last. A retry keeps the
 //! idempotency key, and connectors replay non-retryable failures for a key,
@@ -64,8 +74,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use statig::prelude::*;
 
+use super::action::{Action, merge_patch};
 use super::effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, TimerId, TimerKind};
 use super::event::{Event, Reply, ReplyResult, Resume};
+use super::held::HeldEvent;
 use super::progress::{
     Attention, CompensationStatus, Outcome as FlowOutcome, Phase, Status, StepProgress, StepStatus,
     SuspendReason,
@@ -89,6 +101,10 @@ pub(super) struct Machine {
     /// in flight: suspend instead of retrying once it settles.
     pub suspend_pending: bool,
     pub attention: Option<Attention>,
+    /// Paused by an operator: replies and timers are held, not applied.
+    pub paused: bool,
+    /// What arrived while paused, in arrival order.
+    pub held: Vec<HeldEvent>,
 }
 
 /// What the machine is handed: the start signal, or an event from outside.
@@ -97,6 +113,10 @@ pub(super) enum Signal {
     Start,
     Event(Event),
 }
+
+/// Why a state ignores pause requests: [`Machine::pause_control`] answers
+/// them before any state sees them.
+const PAUSE_HANDLED: &str = "pause requests are answered before the state";
 
 /// Collects what one event leads to.
 #[derive(Debug)]
@@ -107,6 +127,8 @@ pub(super) struct Ctx {
     outcome_set_at: Option<DateTime<Utc>>,
     pub effects: Vec<Effect>,
     pub verdict: Verdict,
+    /// Events an unpause released, to apply after it.
+    pub released: Vec<HeldEvent>,
 }
 
 /// Whether an event was used. Set by handlers that do not apply it.
@@ -124,6 +146,7 @@ impl Ctx {
             outcome_set_at: None,
             effects: Vec::new(),
             verdict: Verdict::Applied,
+            released: Vec::new(),
         }
     }
 
@@ -235,6 +258,9 @@ impl Machine {
         let Signal::Event(event) = event else {
             return context.ignore("already started");
         };
+        if let Some(outcome) = self.pause_control(context, event) {
+            return outcome;
+        }
         match event {
             Event::ReplyReceived(reply) => {
                 self.step_reply(context, step, Wait::InFlight(attempt), reply)
@@ -268,6 +294,10 @@ impl Machine {
             Event::ResumeRequested(_) => {
                 context.refuse("only a suspended workflow can be resumed; this one is running")
             }
+            Event::RetryRequested => context
+                .refuse("only a workflow waiting to retry can retry now; a command is in flight"),
+            Event::TerminateRequested => Transition(self.terminate(context, step)),
+            Event::PauseRequested | Event::UnpauseRequested => context.ignore(PAUSE_HANDLED),
         }
     }
 
@@ -286,6 +316,9 @@ impl Machine {
         let Signal::Event(event) = event else {
             return context.ignore("already started");
         };
+        if let Some(outcome) = self.pause_control(context, event) {
+            return outcome;
+        }
         match (phase, event) {
             (Phase::Step, Event::ReplyReceived(reply)) => {
                 self.step_reply(context, step, Wait::Backoff(attempt), reply)
@@ -346,6 +379,30 @@ impl Machine {
             }
             (_, Event::ResumeRequested(_)) => context
                 .refuse("only a suspended workflow can be resumed; this one is waiting to retry"),
+            (Phase::Step, Event::RetryRequested) => {
+                context.history(
+                    HistoryKind::EventReceived,
+                    Some(self.name(step)),
+                    Some(&self.spec(step).command.command_type),
+                    format!("retry now, skipping the rest of the backoff after attempt {attempt}"),
+                );
+                context.cancel(self.timer(TimerKind::StepBackoff, step, attempt));
+                Transition(self.send_step_attempt(context, step))
+            }
+            (Phase::Compensation, Event::RetryRequested) => {
+                context.history(
+                    HistoryKind::EventReceived,
+                    Some(self.name(step)),
+                    self.compensation_type(step),
+                    format!(
+                        "retry the compensation now, skipping the rest of the backoff after attempt {attempt}"
+                    ),
+                );
+                context.cancel(self.timer(TimerKind::CompensationBackoff, step, attempt));
+                Transition(self.send_compensation_attempt(context, step))
+            }
+            (_, Event::TerminateRequested) => Transition(self.terminate(context, step)),
+            (_, Event::PauseRequested | Event::UnpauseRequested) => context.ignore(PAUSE_HANDLED),
         }
     }
 
@@ -362,6 +419,9 @@ impl Machine {
         let Signal::Event(event) = event else {
             return context.ignore("already started");
         };
+        if let Some(outcome) = self.pause_control(context, event) {
+            return outcome;
+        }
         match event {
             Event::ReplyReceived(reply) => {
                 self.compensation_reply(context, step, Wait::InFlight(attempt), reply)
@@ -387,6 +447,11 @@ impl Machine {
             Event::ResumeRequested(_) => {
                 context.refuse("only a suspended workflow can be resumed; this one is compensating")
             }
+            Event::RetryRequested => context.refuse(
+                "only a workflow waiting to retry can retry now; a compensation is in flight",
+            ),
+            Event::TerminateRequested => Transition(self.terminate(context, step)),
+            Event::PauseRequested | Event::UnpauseRequested => context.ignore(PAUSE_HANDLED),
         }
     }
 
@@ -405,6 +470,9 @@ impl Machine {
         let Signal::Event(event) = event else {
             return context.ignore("already started");
         };
+        if let Some(outcome) = self.pause_control(context, event) {
+            return outcome;
+        }
         match (phase, event) {
             (Phase::Step, Event::ReplyReceived(reply)) => {
                 self.step_reply(context, step, Wait::Halted, reply)
@@ -416,6 +484,9 @@ impl Machine {
             (Phase::Step, Event::CancelRequested) => {
                 if let Some(reason) = self.cancel_refusal(step) {
                     return context.refuse(reason);
+                }
+                if self.cancel_requested {
+                    return context.ignore("cancel already requested");
                 }
                 self.cancel_requested = true;
                 context.history(
@@ -438,6 +509,11 @@ impl Machine {
             (Phase::Compensation, Event::ResumeRequested(resume)) => {
                 self.resume_compensation(context, step, resume)
             }
+            (_, Event::RetryRequested) => context.refuse(
+                "only a workflow waiting to retry can retry now; a suspended one is resumed",
+            ),
+            (_, Event::TerminateRequested) => Transition(self.terminate(context, step)),
+            (_, Event::PauseRequested | Event::UnpauseRequested) => context.ignore(PAUSE_HANDLED),
         }
     }
 
@@ -461,15 +537,35 @@ impl Machine {
         Super
     }
 
+    /// Terminated by an operator: like the other ends, but it says so.
+    #[state(superstate = "finished")]
+    fn terminated(&mut self, context: &mut Ctx, event: &Signal) -> Outcome<State> {
+        match event {
+            Signal::Event(Event::ReplyReceived(_) | Event::TimerFired(_)) | Signal::Start => {
+                context.ignore("the workflow was terminated")
+            }
+            Signal::Event(_) => {
+                context.refuse("the workflow was terminated and takes no more requests")
+            }
+        }
+    }
+
     /// Terminal states absorb everything: replies and timers are ignored,
     /// requests refused.
     #[superstate]
     fn finished(&mut self, context: &mut Ctx, event: &Signal) -> Outcome<State> {
         let outcome = self.outcome.map_or("finished", FlowOutcome::as_str);
         match event {
-            Signal::Event(Event::CancelRequested | Event::ResumeRequested(_)) => context.refuse(
-                format!("the workflow has finished ({outcome}) and takes no more requests"),
-            ),
+            Signal::Event(
+                Event::CancelRequested
+                | Event::ResumeRequested(_)
+                | Event::RetryRequested
+                | Event::TerminateRequested
+                | Event::PauseRequested
+                | Event::UnpauseRequested,
+            ) => context.refuse(format!(
+                "the workflow has finished ({outcome}) and takes no more requests"
+            )),
             Signal::Event(_) | Signal::Start => {
                 context.ignore(format!("the workflow has finished ({outcome})"))
             }
@@ -480,9 +576,18 @@ impl Machine {
 impl Machine {
     /// Records every change of state in the history, under the state's
     /// persisted name.
+    ///
+    /// A workflow that ends while paused (cancelled with nothing to undo)
+    /// is paused no longer: nothing of it can run again, so its frozen
+    /// timers and held events are dropped.
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Ctx) {
         let detail = format!("{} → {}", self.describe(source), self.describe(target));
         context.history(HistoryKind::StateChanged, None, None, detail);
+        if self.paused && status(target).is_terminal() {
+            self.paused = false;
+            self.held.clear();
+            context.effects.push(Effect::ClearTimers);
+        }
     }
 
     fn describe(&self, state: &State) -> String {
@@ -524,6 +629,7 @@ impl Machine {
             State::Compensated {} => "compensated".to_owned(),
             State::Failed {} => "failed".to_owned(),
             State::Cancelled {} => "cancelled".to_owned(),
+            State::Terminated {} => "terminated".to_owned(),
         }
     }
 
@@ -997,6 +1103,82 @@ impl Machine {
         Handled
     }
 
+    /// Pausing and what a pause changes, before the state looks at an
+    /// event: while paused, replies and timers are held (a held reply was
+    /// already deduplicated by its message id); an unpause hands them back
+    /// to be applied in arrival order. `None` lets the state handle the
+    /// event; pause requests never get that far.
+    fn pause_control(&mut self, context: &mut Ctx, event: &Event) -> Option<Outcome<State>> {
+        match event {
+            Event::PauseRequested if self.paused => Some(context.refuse("already paused")),
+            Event::PauseRequested => {
+                self.paused = true;
+                context.history(
+                    HistoryKind::EventReceived,
+                    None,
+                    None,
+                    "paused: no command leaves, timers are frozen, replies are held".to_owned(),
+                );
+                context.effects.push(Effect::FreezeTimers);
+                Some(Handled)
+            }
+            Event::UnpauseRequested if !self.paused => Some(context.refuse("not paused")),
+            Event::UnpauseRequested => {
+                self.paused = false;
+                let held = std::mem::take(&mut self.held);
+                context.history(
+                    HistoryKind::EventReceived,
+                    None,
+                    None,
+                    format!(
+                        "unpaused: timers re-armed with their remaining time, {} held event(s) applied",
+                        held.len()
+                    ),
+                );
+                context.effects.push(Effect::ThawTimers);
+                context.released = held;
+                Some(Handled)
+            }
+            Event::ReplyReceived(_) | Event::TimerFired(_) if self.paused => {
+                let held = HeldEvent::of(event)?;
+                context.history(
+                    HistoryKind::EventReceived,
+                    None,
+                    None,
+                    format!("held while paused: {}", held.describe()),
+                );
+                self.held.push(held);
+                Some(Handled)
+            }
+            _ => None,
+        }
+    }
+
+    /// Stops for good without undoing anything: no timer fires again, no
+    /// command still waiting to be published leaves, and no notification
+    /// step runs.
+    fn terminate(&mut self, context: &mut Ctx, step: usize) -> State {
+        let dropped = self.held.len();
+        self.paused = false;
+        self.held.clear();
+        self.suspend_pending = false;
+        context.history(
+            HistoryKind::EventReceived,
+            Some(self.name(step)),
+            None,
+            if dropped == 0 {
+                "terminated: nothing is undone and no one is notified".to_owned()
+            } else {
+                format!(
+                    "terminated: nothing is undone and no one is notified; {dropped} held event(s) dropped"
+                )
+            },
+        );
+        context.effects.push(Effect::ClearTimers);
+        context.effects.push(Effect::WithdrawCommands);
+        State::terminated()
+    }
+
     /// Halts for an operator. The state change itself is the history entry.
     fn suspend(&mut self, step: usize, phase: Phase, reason: SuspendReason) -> State {
         self.suspend_pending = false;
@@ -1004,19 +1186,32 @@ impl Machine {
     }
 
     fn resume_step(&mut self, context: &mut Ctx, step: usize, resume: &Resume) -> Outcome<State> {
+        let patched;
+        let resume = match resume {
+            Resume::Patch(patch) => {
+                let current = self.steps[step]
+                    .input
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+                let merged = merge_patch(&current, patch);
+                if merged == current {
+                    &Resume::Retry
+                } else {
+                    patched = Resume::RetryWithInput(merged);
+                    &patched
+                }
+            }
+            other => other,
+        };
         let detail = match resume {
-            Resume::Retry => "resume: retry".to_owned(),
+            Resume::Retry | Resume::Patch(_) => "resume: retry".to_owned(),
             Resume::RetryWithInput(input) => {
                 if !input.is_object() {
                     return context.refuse("the new input must be a JSON object");
                 }
                 let progress = &mut self.steps[step];
-                progress.revision += 1;
-                progress.attempts = 0;
-                progress.run_started_after = 0;
-                progress.possibly_done = false;
+                progress.next_revision(context.now);
                 progress.input = Some(input.clone());
-                progress.output = None;
                 format!(
                     "resume: retry with new input (revision {})",
                     progress.revision
@@ -1027,11 +1222,7 @@ impl Machine {
                     return context.refuse(format!("cannot skip `{}`: {problem}", self.name(step)));
                 }
                 let progress = &mut self.steps[step];
-                progress.revision += 1;
-                progress.attempts = 0;
-                progress.run_started_after = 0;
-                progress.possibly_done = false;
-                progress.input = None;
+                progress.next_revision(context.now);
                 progress.status = StepStatus::Skipped;
                 progress.output = Some(output.clone());
                 let detail = format!("resume: skip (revision {})", progress.revision);
@@ -1242,7 +1433,7 @@ impl Machine {
                 );
                 Transition(self.start_compensation_run(context, step))
             }
-            Resume::RetryWithInput(_) => context.refuse(
+            Resume::RetryWithInput(_) | Resume::Patch(_) => context.refuse(
                 "a compensation's input cannot be changed: retry it, or skip it once undone by hand",
             ),
             Resume::Skip { .. } => {
@@ -1328,6 +1519,7 @@ pub(super) fn status(state: &State) -> Status {
         State::Compensated {} => Status::Compensated,
         State::Failed {} => Status::Failed,
         State::Cancelled {} => Status::Cancelled,
+        State::Terminated {} => Status::Terminated,
     }
 }
 
@@ -1337,5 +1529,72 @@ pub(super) fn in_flight(state: &State) -> Option<(usize, Phase, u32)> {
         State::Executing { step, attempt } => Some((*step, Phase::Step, *attempt)),
         State::Compensating { step, attempt } => Some((*step, Phase::Compensation, *attempt)),
         _ => None,
+    }
+}
+
+/// The actions an operator may take in a state; the machine refuses the
+/// others. Pausing changes nothing about what may be done (commands wait
+/// for the unpause), except that a paused workflow can be unpaused and not
+/// paused again.
+pub(super) fn allowed_actions(machine: &Machine, state: &State) -> Vec<Action> {
+    let cancel =
+        |step: &usize| machine.cancel_refusal(*step).is_none() && !machine.cancel_requested;
+    let mut allowed = match state {
+        State::NotStarted {}
+        | State::Completed {}
+        | State::Compensated {}
+        | State::Failed {}
+        | State::Cancelled {}
+        | State::Terminated {} => return Vec::new(),
+        State::Executing { step, .. } => {
+            let mut allowed = vec![Action::Terminate, Action::Pause];
+            if cancel(step) {
+                allowed.push(Action::Cancel);
+            }
+            allowed
+        }
+        State::WaitingToRetry { step, phase, .. } => {
+            let mut allowed = vec![Action::Retry, Action::Terminate, Action::Pause];
+            if *phase == Phase::Step && cancel(step) {
+                allowed.push(Action::Cancel);
+            }
+            allowed
+        }
+        State::Compensating { .. } => vec![Action::Terminate, Action::Pause],
+        State::Suspended { step, phase, .. } => {
+            let mut allowed = vec![
+                Action::Resume,
+                Action::Skip,
+                Action::Terminate,
+                Action::Pause,
+            ];
+            if *phase == Phase::Step && cancel(step) {
+                allowed.push(Action::Cancel);
+            }
+            allowed
+        }
+    };
+    if machine.paused {
+        allowed.retain(|action| *action != Action::Pause);
+        allowed.push(Action::Unpause);
+    }
+    allowed.sort();
+    allowed
+}
+
+/// The step a live state is at, and whether it is performed or undone.
+pub(super) fn current_step(state: &State) -> Option<(usize, Phase)> {
+    match state {
+        State::Executing { step, .. } => Some((*step, Phase::Step)),
+        State::WaitingToRetry { step, phase, .. } | State::Suspended { step, phase, .. } => {
+            Some((*step, *phase))
+        }
+        State::Compensating { step, .. } => Some((*step, Phase::Compensation)),
+        State::NotStarted {}
+        | State::Completed {}
+        | State::Compensated {}
+        | State::Failed {}
+        | State::Cancelled {}
+        | State::Terminated {} => None,
     }
 }

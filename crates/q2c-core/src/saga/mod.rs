@@ -5,8 +5,10 @@
 //! returns. It never performs IO, reads the clock or draws random numbers,
 //! so the same record and event always give the same decision.
 
+mod action;
 mod effect;
 mod event;
+mod held;
 mod machine;
 mod progress;
 mod record;
@@ -16,11 +18,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use statig::prelude::*;
 
+pub use action::{Action, Request, UnknownAction, merge_patch};
 pub use effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, TimerId, TimerKind};
 pub use event::{Event, Reply, ReplyResult, Resume};
+pub use held::{HeldEvent, HeldFailure};
 pub use progress::{
-    Attention, CompensationProgress, CompensationStatus, Outcome, Phase, Status, StepProgress,
-    StepStatus, SuspendReason,
+    Attention, CompensationProgress, CompensationStatus, EarlierRevision, Outcome, Phase, Status,
+    StepProgress, StepStatus, SuspendReason,
 };
 pub use record::{DefinitionRecord, Error as RecordError, RECORD_VERSION, SagaRecord, StateRecord};
 
@@ -96,6 +100,8 @@ impl Saga {
             cancel_requested: false,
             suspend_pending: false,
             attention: None,
+            paused: false,
+            held: Vec::new(),
         };
         let mut context = Ctx::new(now);
         let mut machine = machine
@@ -106,10 +112,28 @@ impl Saga {
     }
 
     /// Applies one event at time `now`.
+    ///
+    /// An unpause applies the events held while paused right after it, in
+    /// the same decision; those that no longer matter are ignored as they
+    /// would have been on arrival. Timers scheduled while paused are frozen
+    /// as soon as they are stored.
     pub fn handle(&mut self, event: &Event, now: DateTime<Utc>) -> Decision {
         let mut context = Ctx::new(now);
         self.machine
             .handle_with_context(&Signal::Event(event.clone()), &mut context);
+        for held in std::mem::take(&mut context.released) {
+            let verdict = std::mem::replace(&mut context.verdict, Verdict::Applied);
+            self.machine
+                .handle_with_context(&Signal::Event(held.event()), &mut context);
+            context.verdict = verdict;
+        }
+        let scheduled = context
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::ScheduleTimer { .. }));
+        if self.paused() && scheduled {
+            context.effects.push(Effect::FreezeTimers);
+        }
         let disposition = match context.verdict {
             Verdict::Applied => Disposition::Applied,
             Verdict::Ignored(reason) => Disposition::Ignored { reason },
@@ -154,6 +178,29 @@ impl Saga {
     /// Whether a cancel was requested.
     pub fn cancel_requested(&self) -> bool {
         self.machine.inner().cancel_requested
+    }
+
+    /// Whether an operator paused the workflow.
+    pub fn paused(&self) -> bool {
+        self.machine.inner().paused
+    }
+
+    /// Replies and timers that arrived while paused, to apply on unpause.
+    pub fn held(&self) -> &[HeldEvent] {
+        &self.machine.inner().held
+    }
+
+    /// What an operator may do now; the saga refuses the other actions.
+    pub fn allowed_actions(&self) -> Vec<Action> {
+        machine::allowed_actions(self.machine.inner(), self.machine.state())
+    }
+
+    /// The step the workflow is at (performing or undoing it), until it
+    /// ends.
+    pub fn current_step(&self) -> Option<(&str, Phase)> {
+        let (step, phase) = machine::current_step(self.machine.state())?;
+        let name = self.machine.inner().definition.step(step)?.name.as_str();
+        Some((name, phase))
     }
 
     /// Set when a deadline flagged the workflow for an operator.

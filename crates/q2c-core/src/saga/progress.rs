@@ -62,9 +62,25 @@ pub enum Status {
     /// Terminal: see [`Outcome::Cancelled`].
     #[serde(rename = "cancelled")]
     Cancelled,
+    /// Terminal: stopped by an operator without undoing anything and
+    /// without notifications, whatever the outcome was.
+    #[serde(rename = "terminated")]
+    Terminated,
 }
 
 impl Status {
+    /// Every status, in the order people read them.
+    pub const ALL: [Self; 8] = [
+        Self::Running,
+        Self::Compensating,
+        Self::Suspended,
+        Self::Completed,
+        Self::Compensated,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Terminated,
+    ];
+
     /// The status's stable name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +91,7 @@ impl Status {
             Self::Compensated => "compensated",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Terminated => "terminated",
         }
     }
 
@@ -82,7 +99,7 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Completed | Self::Compensated | Self::Failed | Self::Cancelled
+            Self::Completed | Self::Compensated | Self::Failed | Self::Cancelled | Self::Terminated
         )
     }
 }
@@ -125,6 +142,25 @@ pub struct StepProgress {
     pub last_error: Option<String>,
     /// How undoing the step is going.
     pub compensation: CompensationProgress,
+    /// The revisions an operator replaced (new input or skip), oldest
+    /// first, so what was sent before stays on record.
+    #[serde(default)]
+    pub earlier_revisions: Vec<EarlierRevision>,
+}
+
+/// A revision of a step that an operator replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierRevision {
+    /// Its number.
+    pub revision: u32,
+    /// The input it sent, if it got as far as building one.
+    pub input: Option<Value>,
+    /// Attempts it sent.
+    pub attempts: u32,
+    /// Its last failure.
+    pub last_error: Option<String>,
+    /// When it was replaced.
+    pub replaced_at: DateTime<Utc>,
 }
 
 impl StepProgress {
@@ -140,7 +176,26 @@ impl StepProgress {
             output: None,
             last_error: None,
             compensation: CompensationProgress::default(),
+            earlier_revisions: Vec::new(),
         }
+    }
+
+    /// Ends the current revision and starts the next, keeping the one it
+    /// replaces on record: a new revision means a new idempotency key.
+    pub(crate) fn next_revision(&mut self, now: DateTime<Utc>) {
+        self.earlier_revisions.push(EarlierRevision {
+            revision: self.revision,
+            input: self.input.take(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            replaced_at: now,
+        });
+        self.revision += 1;
+        self.attempts = 0;
+        self.run_started_after = 0;
+        self.possibly_done = false;
+        self.output = None;
+        self.last_error = None;
     }
 }
 

@@ -9,6 +9,12 @@
 //!
 //! Compatibility rule: a record written by any released version must load.
 //! `tests/fixtures/records/` holds records as earlier versions wrote them.
+//!
+//! Versions:
+//! - 1: the first.
+//! - 2: the `terminated` state, the `paused` flag with the events `held`
+//!   while paused, and each step's `earlier_revisions`. A version 1 record
+//!   reads as not paused, holding nothing, with no earlier revisions.
 
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
 use super::Saga;
+use super::held::HeldEvent;
 use super::machine::{Machine, State};
 use super::progress::{Attention, Outcome, Phase, StepProgress, SuspendReason};
 use crate::definition::{self, Definition, DefinitionHash};
@@ -23,7 +30,7 @@ use crate::domain::ids::WorkflowId;
 use crate::domain::quote::Quote;
 
 /// The record version this code writes; it reads this one and all earlier.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// Everything needed to resume a saga, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +53,12 @@ pub struct SagaRecord {
     pub suspend_pending: bool,
     /// Flagged for an operator's attention by a deadline.
     pub attention: Option<Attention>,
+    /// Paused by an operator (since version 2).
+    #[serde(default)]
+    pub paused: bool,
+    /// Replies and timers that arrived while paused (since version 2).
+    #[serde(default)]
+    pub held: Vec<HeldEvent>,
     /// Progress of each step, in definition order.
     pub steps: Vec<StepProgress>,
 }
@@ -113,6 +126,9 @@ pub enum StateRecord {
     /// Terminal.
     #[serde(rename = "cancelled")]
     Cancelled,
+    /// Terminal (since version 2).
+    #[serde(rename = "terminated")]
+    Terminated,
 }
 
 /// Why a record cannot be turned back into a saga.
@@ -190,6 +206,8 @@ impl Saga {
             cancel_requested: record.cancel_requested,
             suspend_pending: record.suspend_pending,
             attention: record.attention,
+            paused: record.paused,
+            held: record.held,
         };
         let mut uninitialized = machine.uninitialized_state_machine();
         *uninitialized.state_mut() = state;
@@ -216,6 +234,8 @@ impl Saga {
             cancel_requested: machine.cancel_requested,
             suspend_pending: machine.suspend_pending,
             attention: machine.attention.clone(),
+            paused: machine.paused,
+            held: machine.held.clone(),
             steps: machine.steps.clone(),
         }
     }
@@ -262,6 +282,7 @@ fn state_to_record(state: &State, definition: &Definition) -> StateRecord {
         State::Compensated {} => StateRecord::Compensated,
         State::Failed {} => StateRecord::Failed,
         State::Cancelled {} => StateRecord::Cancelled,
+        State::Terminated {} => StateRecord::Terminated,
     }
 }
 
@@ -302,5 +323,6 @@ fn state_from_record(record: &StateRecord, definition: &Definition) -> Result<St
         StateRecord::Compensated => State::Compensated {},
         StateRecord::Failed => State::Failed {},
         StateRecord::Cancelled => State::Cancelled {},
+        StateRecord::Terminated => State::Terminated {},
     })
 }

@@ -46,6 +46,10 @@ pub struct Driver {
     pub now: DateTime<Utc>,
     pub commands: Vec<Command>,
     pub timers: Vec<(TimerId, DateTime<Utc>)>,
+    /// Timers frozen by a pause, with the time each had left.
+    pub frozen: Vec<(TimerId, TimeDelta)>,
+    /// How many times commands not yet published were withdrawn.
+    pub withdrawals: usize,
     pub effects: Vec<Effect>,
 }
 
@@ -57,6 +61,8 @@ impl Driver {
             now: t0(),
             commands: Vec::new(),
             timers: Vec::new(),
+            frozen: Vec::new(),
+            withdrawals: 0,
             effects: Vec::new(),
         };
         driver.absorb(effects);
@@ -70,8 +76,32 @@ impl Driver {
                 Effect::ScheduleTimer { timer, due_at } => {
                     self.timers.push((timer.clone(), *due_at))
                 }
-                Effect::CancelTimer(timer) => self.timers.retain(|(live, _)| live != timer),
+                Effect::CancelTimer(timer) => {
+                    self.timers.retain(|(live, _)| live != timer);
+                    self.frozen.retain(|(frozen, _)| frozen != timer);
+                }
                 Effect::RecordHistory(_) => {}
+                Effect::FreezeTimers => {
+                    let now = self.now;
+                    self.frozen.extend(
+                        self.timers
+                            .drain(..)
+                            .map(|(timer, due_at)| (timer, due_at - now)),
+                    );
+                }
+                Effect::ThawTimers => {
+                    let now = self.now;
+                    self.timers.extend(
+                        self.frozen
+                            .drain(..)
+                            .map(|(timer, remaining)| (timer, now + remaining)),
+                    );
+                }
+                Effect::ClearTimers => {
+                    self.timers.clear();
+                    self.frozen.clear();
+                }
+                Effect::WithdrawCommands => self.withdrawals += 1,
             }
         }
         self.effects.extend(effects);
@@ -249,6 +279,14 @@ pub enum Fx {
     },
     /// A timer was cancelled.
     Cancel(TimerId),
+    /// Every timer was frozen.
+    Freeze,
+    /// Every frozen timer was re-armed.
+    Thaw,
+    /// Every timer was dropped.
+    Clear,
+    /// Unpublished commands were withdrawn.
+    Withdraw,
 }
 
 /// The non-history effects, checking what every command must satisfy
@@ -282,6 +320,10 @@ pub fn fx(effects: &[Effect]) -> Vec<Fx> {
             }),
             Effect::CancelTimer(timer) => Some(Fx::Cancel(timer.clone())),
             Effect::RecordHistory(_) => None,
+            Effect::FreezeTimers => Some(Fx::Freeze),
+            Effect::ThawTimers => Some(Fx::Thaw),
+            Effect::ClearTimers => Some(Fx::Clear),
+            Effect::WithdrawCommands => Some(Fx::Withdraw),
         })
         .collect()
 }
