@@ -8,10 +8,15 @@
 //! - [`problem`]: RFC 9457 problem details, the one error shape.
 //! - `events`: `POST /api/v1/events`, intake of Salesforce platform events.
 //! - `workflows`: `GET /api/v1/workflows` and `GET /api/v1/workflows/{id}`.
+//! - `actions`: `POST /api/v1/workflows/{id}/actions/{action}`, an
+//!   operator's repair of one workflow.
+//! - `audit`: `GET /api/v1/audit`, every operator action, as JSON or CSV.
 //! - `salesforce`: `GET /api/v1/salesforce/subscriptions`, the Pub/Sub
 //!   streams' health.
 //! - `health`: `/healthz`, `/readyz` and `/metrics`, which need no token.
 
+mod actions;
+mod audit;
 pub mod auth;
 mod events;
 mod health;
@@ -66,6 +71,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/workflows/{id}",
             auth::require(tokens, Access::Read, get(workflows::detail)),
+        )
+        .route(
+            "/workflows/{id}/actions/{action}",
+            auth::require(tokens, Access::Act, post(actions::act)),
+        )
+        .route(
+            "/audit",
+            auth::require(tokens, Access::Admin, get(audit::export)),
         )
         .route(
             "/salesforce/subscriptions",

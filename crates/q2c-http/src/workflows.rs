@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use q2c_core::domain::ids::WorkflowId;
-use q2c_core::saga::Saga;
+use q2c_core::saga::{Phase, Saga, Status};
 use q2c_store::queries::{Filter, Summary};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,16 +14,6 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::problem::Problem;
-
-const STATUSES: &[&str] = &[
-    "running",
-    "compensating",
-    "suspended",
-    "completed",
-    "compensated",
-    "failed",
-    "cancelled",
-];
 
 /// Query parameters of the list.
 #[derive(Debug, Deserialize)]
@@ -51,13 +41,14 @@ pub async fn list(
         }
     };
     if let Some(status) = &query.status
-        && !STATUSES.contains(&status.as_str())
+        && !Status::ALL.iter().any(|known| known.as_str() == status)
     {
+        let known: Vec<&str> = Status::ALL.iter().map(|known| known.as_str()).collect();
         return Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-query",
             "Invalid query",
-            format!("status `{status}` is not one of {}", STATUSES.join(", ")),
+            format!("status `{status}` is not one of {}", known.join(", ")),
         )
         .into_response();
     }
@@ -117,6 +108,14 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Re
         "attention": saga.attention().map(|attention| json!({
             "step": attention.step, "since": attention.since, "reason": attention.reason,
         })),
+        "step": saga.current_step().map(|(step, _)| step),
+        "phase": saga.current_step().map(|(_, phase)| match phase {
+            Phase::Step => "step",
+            Phase::Compensation => "compensation",
+        }),
+        "paused": saga.paused(),
+        "held_events": saga.held().len(),
+        "allowed_actions": saga.allowed_actions().iter().map(|action| action.as_str()).collect::<Vec<_>>(),
         "steps": steps(saga),
         "history": history.iter().map(|entry| json!({
             "at": entry.at,
@@ -156,7 +155,9 @@ fn steps(saga: &Saga) -> Vec<Value> {
                 "revision": step.revision,
                 "attempts": step.attempts,
                 "last_error": step.last_error,
+                "input": step.input,
                 "output": step.output,
+                "earlier_revisions": step.earlier_revisions,
                 "compensation": {
                     "status": compensation_status(step.compensation.status),
                     "attempts": step.compensation.attempts,

@@ -1,0 +1,694 @@
+//! Operator actions through the real router, against workflows seeded in a
+//! real database and driven there by real replies: every action in every
+//! status, paused and not, with the allowed actions written out by hand;
+//! conditional requests; idempotency keys; and the audit export.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use q2c_contract::Envelope;
+use q2c_core::definition::Definition;
+use q2c_core::domain::ids::{IdempotencyKey, WorkflowId};
+use q2c_core::domain::quote::{Quote, fixtures};
+use q2c_core::saga::{Event, Reply, ReplyResult};
+use q2c_http::auth::{self, Role};
+use q2c_http::{AppState, Tokens};
+use q2c_store::{Store, Trigger};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const OPERATOR: &str = "operator-token-0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+fn tokens() -> Tokens {
+    let entries = [
+        auth::entry_line("otto", Role::Operator, OPERATOR).unwrap(),
+        auth::entry_line("ada", Role::Admin, ADMIN).unwrap(),
+    ]
+    .join("\n");
+    Tokens::builder()
+        .list("Q2C_API_TOKENS", &entries)
+        .unwrap()
+        .build()
+}
+
+fn shipped() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../workflows/quote-to-cash.toml"
+    ))
+    .unwrap()
+}
+
+fn parse(text: &str) -> Arc<Definition> {
+    Arc::new(Definition::parse("test.toml", text).unwrap())
+}
+
+/// The shipped definition: every action step compensates on failure.
+fn compensating() -> Arc<Definition> {
+    parse(&shipped())
+}
+
+/// The shipped definition with `collect_payment` suspending on failure.
+fn suspending_at_payment() -> Arc<Definition> {
+    let text = shipped().replace(
+        "on_failure = \"compensate\"\ndeadline",
+        "on_failure = \"suspend\"\ndeadline",
+    );
+    assert!(text.contains("on_failure = \"suspend\""));
+    parse(&text)
+}
+
+/// The shipped definition with `create_order` suspending on failure.
+fn suspending_at_order() -> Arc<Definition> {
+    parse(&shipped().replacen("on_failure = \"compensate\"", "on_failure = \"suspend\"", 1))
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn app(pool: PgPool) -> axum::Router {
+    q2c_http::router(AppState {
+        store: Store::new(pool),
+        definition: compensating(),
+        tokens: tokens(),
+        amqp_url: "amqp://127.0.0.1:1/%2f".into(),
+        metrics: PrometheusBuilder::new().build_recorder().handle(),
+        salesforce: None,
+    })
+}
+
+/// A quote of its own for workflow `n`, so many can be live at once.
+fn quote(n: u32) -> Quote {
+    let mut draft = fixtures::draft();
+    draft.quote_id = format!("a0q5e00000AB{n:06}");
+    Quote::try_from_draft(draft).unwrap()
+}
+
+/// How the connector answers the command in flight.
+#[derive(Debug, Clone, Copy)]
+enum Say {
+    Ok,
+    Retryable,
+    Declined,
+}
+
+/// Starts workflow `n` and answers its commands as `script` says, through
+/// the store as the consumer would; returns its id.
+async fn seed(store: &Store, n: u32, definition: Arc<Definition>, script: &[Say]) -> Uuid {
+    let id = Uuid::from_u128(u128::from(n) + 1000);
+    store
+        .start_workflow(WorkflowId::new(id), definition, quote(n), t0())
+        .await
+        .unwrap();
+    for (index, say) in script.iter().enumerate() {
+        let (body,): (sqlx::types::Json<Envelope>,) = sqlx::query_as(
+            "UPDATE outbox SET sent_at = $2 WHERE id = (SELECT max(id) FROM outbox \
+             WHERE workflow_id = $1 AND sent_at IS NULL) RETURNING body",
+        )
+        .bind(id)
+        .bind(t0())
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|error| panic!("workflow {n}, reply {index}: no command: {error}"));
+        let command = body.0;
+        let result = match say {
+            Say::Ok => ReplyResult::Succeeded {
+                output: match command.message_type.as_str() {
+                    "erp.create_order" => json!({"order_id": "ORD-1"}),
+                    "billing.issue_invoice" => json!({"invoice_id": "INV-1"}),
+                    "payment.collect" => json!({"payment_id": "PAY-1"}),
+                    _ => json!({}),
+                },
+            },
+            Say::Retryable => ReplyResult::Failed {
+                retryable: true,
+                reason: "ERP unavailable".into(),
+            },
+            Say::Declined => ReplyResult::Failed {
+                retryable: false,
+                reason: "declined".into(),
+            },
+        };
+        let kind = if matches!(say, Say::Ok) {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let event = Event::ReplyReceived(Reply {
+            key: IdempotencyKey::parse(&command.idempotency_key).unwrap(),
+            attempt: command.attempt,
+            reply_type: format!("{}.{kind}", command.message_type),
+            result,
+        });
+        store
+            .apply(
+                WorkflowId::new(id),
+                &event,
+                &Trigger::Message {
+                    message_id: format!("seed-{n}-{index}"),
+                },
+                t0(),
+            )
+            .await
+            .unwrap();
+    }
+    id
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+async fn post(
+    app: &axum::Router,
+    id: Uuid,
+    action: &str,
+    body: &Value,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/workflows/{id}/actions/{action}"))
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATOR}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    send(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+async fn get(app: &axum::Router, path: &str, token: &str, accept: Option<&str>) -> Answer {
+    let mut request = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(accept) = accept {
+        request = request.header(header::ACCEPT, accept);
+    }
+    send(app, request.body(Body::empty()).unwrap()).await
+}
+
+async fn detail(app: &axum::Router, id: Uuid) -> Value {
+    get(app, &format!("/api/v1/workflows/{id}"), OPERATOR, None)
+        .await
+        .body
+}
+
+fn reason() -> Value {
+    json!({"reason": "on-call repair"})
+}
+
+use Say::{Declined as No, Ok as Yes, Retryable as Later};
+
+/// A status to seed: its name, the definition and replies that reach it,
+/// and the actions it allows, as the issue's table says.
+struct Case {
+    name: &'static str,
+    definition: fn() -> Arc<Definition>,
+    script: &'static [Say],
+    allowed: &'static [&'static str],
+}
+
+const ACTIONS: [&str; 7] = [
+    "resume",
+    "retry",
+    "skip",
+    "cancel",
+    "terminate",
+    "pause",
+    "unpause",
+];
+
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
+    vec![
+        Case { name: "running: command in flight", definition: compensating, script: &[],
+               allowed: &["cancel", "terminate", "pause"] },
+        Case { name: "running: waiting to retry", definition: compensating, script: &[Later],
+               allowed: &["retry", "cancel", "terminate", "pause"] },
+        Case { name: "running: notification after the outcome", definition: compensating, script: &[Yes, Yes, Yes],
+               allowed: &["terminate", "pause"] },
+        Case { name: "compensating: compensation in flight", definition: compensating, script: &[Yes, No],
+               allowed: &["terminate", "pause"] },
+        Case { name: "compensating: waiting to retry", definition: compensating, script: &[Yes, No, Later],
+               allowed: &["retry", "terminate", "pause"] },
+        Case { name: "suspended at a step", definition: suspending_at_payment, script: &[Yes, Yes, No],
+               allowed: &["resume", "skip", "cancel", "terminate", "pause"] },
+        Case { name: "suspended while compensating", definition: compensating, script: &[Yes, No, No],
+               allowed: &["resume", "skip", "terminate", "pause"] },
+        Case { name: "completed", definition: compensating, script: &[Yes, Yes, Yes, Yes], allowed: &[] },
+        Case { name: "compensated", definition: compensating, script: &[Yes, No, Yes, Yes], allowed: &[] },
+        Case { name: "failed", definition: compensating, script: &[No, Yes], allowed: &[] },
+    ]
+}
+
+/// What each action visibly did, checked on the workflow afterwards.
+fn assert_effect(case: &str, action: &str, before: &Value, after: &Value) {
+    let label = format!("{action} in `{case}`");
+    assert!(
+        after["version"].as_i64() > before["version"].as_i64(),
+        "{label}: version not bumped"
+    );
+    let last = after["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "operator_action", "{label}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{action} by otto (operator): on-call repair")),
+        "{label}: {last}"
+    );
+    let history = after["history"].to_string();
+    match action {
+        "pause" => assert_eq!(after["paused"], true, "{label}"),
+        "unpause" => assert_eq!(after["paused"], false, "{label}"),
+        "terminate" => assert_eq!(after["status"], "terminated", "{label}"),
+        "cancel" => assert!(history.contains("cancel requested"), "{label}"),
+        "retry" => assert!(history.contains("retry"), "{label}"),
+        "resume" | "skip" => assert_ne!(after["status"], "suspended", "{label}"),
+        other => panic!("unexpected action {other}"),
+    }
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn every_action_in_every_status_paused_and_not(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let mut n = 0;
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for case in cases() {
+        for paused in [false, true] {
+            let terminal = case.allowed.is_empty();
+            if paused && terminal {
+                continue;
+            }
+            let mut allowed: Vec<&str> = case.allowed.to_vec();
+            if paused {
+                allowed.retain(|action| *action != "pause");
+                allowed.push("unpause");
+            }
+            for action in ACTIONS {
+                n += 1;
+                let id = seed(&store, n, (case.definition)(), case.script).await;
+                if paused {
+                    let answer = post(&app, id, "pause", &reason(), &[]).await;
+                    assert_eq!(
+                        answer.status,
+                        StatusCode::OK,
+                        "{}: {}",
+                        case.name,
+                        answer.body
+                    );
+                }
+                let before = detail(&app, id).await;
+                let shown: Vec<&str> = before["allowed_actions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                let mut sorted_shown = shown.clone();
+                sorted_shown.sort_unstable();
+                let mut sorted_expected = allowed.clone();
+                sorted_expected.sort_unstable();
+                assert_eq!(
+                    sorted_shown, sorted_expected,
+                    "`{}` (paused: {paused}) shows other allowed actions",
+                    case.name
+                );
+                let body = if action == "skip" {
+                    json!({"reason": "on-call repair", "output": {"payment_id": "PAY-BY-HAND"}})
+                } else {
+                    reason()
+                };
+                let answer = post(&app, id, action, &body, &[]).await;
+                let after = detail(&app, id).await;
+                checked += 1;
+                if allowed.contains(&action) {
+                    if answer.status != StatusCode::OK {
+                        wrong.push(format!(
+                            "{action} in `{}` (paused: {paused}) is allowed but got {} {}",
+                            case.name, answer.status, answer.body
+                        ));
+                        continue;
+                    }
+                    assert_effect(case.name, action, &before, &after);
+                } else {
+                    let listed: Vec<&str> = answer.body["allowed_actions"]
+                        .as_array()
+                        .map(|list| list.iter().map(|a| a.as_str().unwrap()).collect())
+                        .unwrap_or_default();
+                    let mut listed_sorted = listed.clone();
+                    listed_sorted.sort_unstable();
+                    if answer.status != StatusCode::CONFLICT
+                        || listed_sorted != sorted_expected
+                        || answer.body["status"] != before["status"]
+                        || answer.body["step"] != before["step"]
+                        || after["version"] != before["version"]
+                    {
+                        wrong.push(format!(
+                            "{action} in `{}` (paused: {paused}) must be 409 with the allowed actions \
+                             and change nothing; got {} {}",
+                            case.name, answer.status, answer.body
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(checked, (7 * 2 + 3) * ACTIONS.len());
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn cancelled_and_terminated_workflows_take_no_action(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    // Cancelled: asked while create_order was in flight, applied when it
+    // succeeded, the order cancelled, Salesforce told.
+    let cancelled = seed(&store, 1, compensating(), &[]).await;
+    assert_eq!(
+        post(&app, cancelled, "cancel", &reason(), &[]).await.status,
+        StatusCode::OK
+    );
+    let store_again = Store::new(store.pool().clone());
+    for index in 0..3 {
+        let (body,): (sqlx::types::Json<Envelope>,) = sqlx::query_as(
+            "UPDATE outbox SET sent_at = $2 WHERE id = (SELECT max(id) FROM outbox \
+             WHERE workflow_id = $1 AND sent_at IS NULL) RETURNING body",
+        )
+        .bind(cancelled)
+        .bind(t0())
+        .fetch_one(store_again.pool())
+        .await
+        .unwrap();
+        let output = if body.0.message_type == "erp.create_order" {
+            json!({"order_id": "ORD-1"})
+        } else {
+            json!({})
+        };
+        store_again
+            .apply(
+                WorkflowId::new(cancelled),
+                &Event::ReplyReceived(Reply {
+                    key: IdempotencyKey::parse(&body.0.idempotency_key).unwrap(),
+                    attempt: body.0.attempt,
+                    reply_type: format!("{}.succeeded", body.0.message_type),
+                    result: ReplyResult::Succeeded { output },
+                }),
+                &Trigger::Message {
+                    message_id: format!("c-{index}"),
+                },
+                t0(),
+            )
+            .await
+            .unwrap();
+    }
+    let terminated = seed(&store, 2, compensating(), &[]).await;
+    assert_eq!(
+        post(&app, terminated, "terminate", &reason(), &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for (id, status) in [(cancelled, "cancelled"), (terminated, "terminated")] {
+        assert_eq!(detail(&app, id).await["status"], status);
+        for action in ACTIONS {
+            let answer = post(&app, id, action, &reason(), &[]).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::CONFLICT,
+                "{action} when {status}"
+            );
+            assert_eq!(answer.body["allowed_actions"], json!([]));
+            assert_eq!(answer.body["status"], status);
+        }
+    }
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn a_stale_version_is_refused_and_the_current_one_accepted(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let id = seed(&store, 1, compensating(), &[]).await;
+    let etag = get(&app, &format!("/api/v1/workflows/{id}"), OPERATOR, None)
+        .await
+        .headers[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(etag, "\"1\"");
+    let stale = post(&app, id, "pause", &reason(), &[("if-match", "\"0\"")]).await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    assert_eq!(stale.body["version"], 1);
+    let fresh = post(&app, id, "pause", &reason(), &[("if-match", &etag)]).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    assert_eq!(fresh.headers[header::ETAG], "\"2\"");
+    // The pause moved the version on: the same ETag is stale now.
+    let again = post(&app, id, "unpause", &reason(), &[("if-match", &etag)]).await;
+    assert_eq!(again.status, StatusCode::PRECONDITION_FAILED);
+    let bad = post(&app, id, "unpause", &reason(), &[("if-match", "yesterday")]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body["detail"].as_str().unwrap().contains("yesterday"));
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn a_repeated_idempotency_key_acts_once_and_another_body_is_refused(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool.clone());
+    let id = seed(&store, 1, compensating(), &[]).await;
+    let key = [("idempotency-key", "pause-1")];
+    let first = post(&app, id, "pause", &reason(), &key).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // The same request again, with members in another order.
+    let again = post(
+        &app,
+        id,
+        "pause",
+        &json!({"reason": "on-call repair"}),
+        &key,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "not a 409: the first answer");
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "one effect, one audit row");
+
+    let other = post(
+        &app,
+        id,
+        "pause",
+        &json!({"reason": "something else"}),
+        &key,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        other.body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/idempotency-key-reused")
+    );
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn bad_requests_name_what_is_wrong(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let id = seed(&store, 1, suspending_at_order(), &[No]).await;
+    let cases = [
+        (
+            "pause",
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "`reason` is required",
+        ),
+        (
+            "pause",
+            json!({"reason": "  "}),
+            StatusCode::BAD_REQUEST,
+            "`reason` is required",
+        ),
+        (
+            "pause",
+            json!({"reason": 7}),
+            StatusCode::BAD_REQUEST,
+            "must be a string",
+        ),
+        (
+            "pause",
+            json!({"reason": "x", "input": {}}),
+            StatusCode::BAD_REQUEST,
+            "`input` is not a member",
+        ),
+        (
+            "resume",
+            json!({"reason": "x", "input": [1]}),
+            StatusCode::BAD_REQUEST,
+            "`input` must be a JSON object",
+        ),
+        (
+            "restart",
+            reason(),
+            StatusCode::NOT_FOUND,
+            "`restart` is not an action",
+        ),
+        (
+            "skip",
+            json!({"reason": "x", "output": {"order": "by hand"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "order_id",
+        ),
+    ];
+    for (action, body, status, says) in cases {
+        let answer = post(&app, id, action, &body, &[]).await;
+        assert_eq!(answer.status, status, "{action} {body}: {}", answer.body);
+        assert!(
+            answer.body["detail"].as_str().unwrap().contains(says),
+            "{action} {body}: {}",
+            answer.body
+        );
+    }
+    let unknown = post(&app, Uuid::from_u128(9), "pause", &reason(), &[]).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(detail(&app, id).await["version"], 2, "nothing changed");
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn skip_hands_the_operators_output_to_the_next_command(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool.clone());
+    let id = seed(&store, 1, suspending_at_order(), &[No]).await;
+    let answer = post(
+        &app,
+        id,
+        "skip",
+        &json!({"reason": "order ORD-BY-HAND created in the ERP by hand", "output": {"order_id": "ORD-BY-HAND"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["step"], "issue_invoice");
+    let (body,): (Value,) = sqlx::query_as(
+        "SELECT body FROM outbox WHERE workflow_id = $1 AND message_type = 'billing.issue_invoice'",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(body["payload"]["order_id"], "ORD-BY-HAND");
+    let shown = detail(&app, id).await;
+    assert_eq!(shown["steps"][0]["status"], "skipped");
+    assert_eq!(shown["steps"][0]["output"]["order_id"], "ORD-BY-HAND");
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn the_audit_export_names_who_did_what_and_why_as_json_and_csv(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let id = seed(&store, 1, suspending_at_payment(), &[Yes, Yes, No]).await;
+    let patch = json!({"reason": "customer gave a new card, \"4242\"", "input": {"payment_method": "pm_card_4242"}});
+    assert_eq!(
+        post(&app, id, "resume", &patch, &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&app, id, "resume", &reason(), &[]).await.status,
+        StatusCode::CONFLICT
+    );
+
+    let json = get(
+        &app,
+        &format!("/api/v1/audit?workflow_id={id}"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(json.status, StatusCode::OK, "{}", json.body);
+    let items = json.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["actor"], "otto");
+    assert_eq!(items[0]["role"], "operator");
+    assert_eq!(items[0]["action"], "resume");
+    assert_eq!(items[0]["reason"], "customer gave a new card, \"4242\"");
+    assert_eq!(items[0]["input"]["input"]["payment_method"], "pm_card_4242");
+    assert_eq!(items[0]["state_before"]["status"], "suspended");
+    assert_eq!(items[0]["state_after"]["status"], "running");
+    assert_eq!(items[0]["result"], "applied");
+    assert_eq!(items[1]["result"], "not_allowed");
+
+    let csv = get(&app, "/api/v1/audit", ADMIN, Some("text/csv")).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let lines: Vec<&str> = csv
+        .text
+        .split("\r\n")
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", csv.text);
+    assert!(lines[0].starts_with("id,at,actor,role,workflow_id,action,reason,"));
+    assert!(
+        lines[1].contains(",otto,operator,")
+            && lines[1].contains("\"customer gave a new card, \"\"4242\"\"\""),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains(",applied,,suspended,running,collect_payment,collect_payment,"),
+        "{}",
+        lines[1]
+    );
+
+    let page = get(&app, "/api/v1/audit?limit=1", ADMIN, None).await;
+    let next = page.body["next_after"].as_i64().unwrap();
+    let rest = get(&app, &format!("/api/v1/audit?after={next}"), ADMIN, None).await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["next_after"], Value::Null);
+
+    let bad = get(&app, "/api/v1/audit?since=yesterday", ADMIN, None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
