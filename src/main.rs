@@ -228,7 +228,7 @@ fn check(directory: &Path) -> anyhow::Result<()> {
 
 /// Registers every counter at zero, so that the first event of a series is
 /// seen by `rate()` and `increase()` like any other.
-fn register_metrics() {
+fn register_metrics(intake: &Definition) {
     for name in [
         "q2c_workflows_started_total",
         "q2c_replies_applied_total",
@@ -237,8 +237,18 @@ fn register_metrics() {
     ] {
         metrics::counter!(name).absolute(0);
     }
-    for outcome in ["completed", "compensated", "failed", "cancelled"] {
+    for outcome in [
+        "completed",
+        "compensated",
+        "failed",
+        "cancelled",
+        "terminated",
+    ] {
         metrics::counter!("q2c_workflows_finished_total", "outcome" => outcome).absolute(0);
+    }
+    for step in intake.steps().iter().filter(|step| step.deadline.is_some()) {
+        metrics::counter!("q2c_deadline_escalations_total", "step" => step.name.clone())
+            .absolute(0);
     }
 }
 
@@ -338,7 +348,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    register_metrics();
+    register_metrics(&intake);
     let (listener, address) = q2c_http::bind(&http_address).await.map_err(|error| {
         settings::invalid(
             "Q2C_HTTP_ADDR",

@@ -225,6 +225,8 @@ impl Orchestrator {
             .env("Q2C_READY_FILE", &ready_file)
             .env("Q2C_HTTP_ADDR", "127.0.0.1:0")
             .env("Q2C_API_TOKEN", TOKEN)
+            .env_remove("Q2C_API_TOKENS")
+            .env_remove("Q2C_API_TOKENS_FILE")
             .env("RUST_LOG", "info")
             .env_remove("Q2C_CRASH_AT")
             .stdin(Stdio::null())

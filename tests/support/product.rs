@@ -166,6 +166,47 @@ impl Api {
         .await
     }
 
+    /// An operator action on one workflow, with `token`.
+    pub async fn act(&self, workflow: &str, action: &str, body: &Value, token: &str) -> Answer {
+        self.send(
+            self.client
+                .post(format!(
+                    "{}/api/v1/workflows/{workflow}/actions/{action}",
+                    self.base
+                ))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// A GET with another token than the default admin one.
+    pub async fn get_as(&self, path: &str, token: &str) -> Answer {
+        self.send(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    /// Waits until the workflow's view satisfies `condition`; returns it.
+    pub async fn workflow_until(
+        &self,
+        workflow: &str,
+        what: &str,
+        deadline: Duration,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/api/v1/workflows/{workflow}");
+        let (path_ref, condition) = (&path, &condition);
+        super::eventually(what, deadline, || async move {
+            condition(&self.get(path_ref).await.body)
+        })
+        .await;
+        self.get(&path).await.body
+    }
+
     pub async fn get_without_token(&self, path: &str) -> Answer {
         self.send(self.client.get(format!("{}{path}", self.base)))
             .await

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use q2c_core::saga::Event;
+use q2c_core::saga::{Event, TimerKind};
 use q2c_store::timers::Due;
 use q2c_store::{Applied, Store, Trigger};
 use tokio::sync::Notify;
@@ -117,6 +117,10 @@ pub async fn run<S: TimerSource, C: Clock>(
                 }) => {
                     tracing::info!(workflow_id = %timer.workflow_id, %quote_id, timer = %timer.timer, status = status.as_str(), "timer fired");
                     metrics::counter!("q2c_timers_fired_total").increment(1);
+                    if timer.timer.kind == TimerKind::Deadline {
+                        tracing::warn!(workflow_id = %timer.workflow_id, %quote_id, step = %timer.timer.step, status = status.as_str(), "deadline passed; the workflow is flagged for attention");
+                        metrics::counter!("q2c_deadline_escalations_total", "step" => timer.timer.step.clone()).increment(1);
+                    }
                     if status.is_terminal() {
                         metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str()).increment(1);
                     }

@@ -1,0 +1,277 @@
+//! Operators repair stuck quotes, end to end: the real `q2c serve`, the
+//! simulated connectors over RabbitMQ, and Postgres.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use q2c_http::auth::{Role, entry_line};
+use serde_json::{Value, json};
+use support::product::{Api, Sim, accepted_event};
+use support::{World, fast_definition};
+
+/// Generous: these tests assert outcomes, not times.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+const OTTO: &str = "otto-operator-token-0123456789";
+
+/// `otto`, an operator, besides the admin token every test server has.
+fn operator_tokens() -> String {
+    entry_line("otto", Role::Operator, OTTO).unwrap()
+}
+
+/// Replaces the definition the server will load.
+fn use_definition(world: &World, text: &str) {
+    std::fs::write(world.directory.path().join("quote-to-cash.toml"), text).unwrap();
+}
+
+fn workflow_id(answer: &Value) -> String {
+    answer["workflow_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_suspends_and_an_operator_resumes_it_with_a_new_card() {
+    let world = World::new().await;
+    let definition = fast_definition().replace(
+        "on_failure = \"compensate\"\ndeadline",
+        "on_failure = \"suspend\"\ndeadline",
+    );
+    assert!(definition.contains("on_failure = \"suspend\""));
+    use_definition(&world, &definition);
+    let sim = Sim::start(&world, &[]).await;
+    let tokens = operator_tokens();
+    let serve = world.serve(&[("Q2C_API_TOKENS", &tokens)]).await;
+    let api = Api::new(&serve.http);
+
+    let started = api
+        .post_event(&accepted_event(1, "Initech", "pm_card_chargeDeclined"))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = workflow_id(&started.body);
+    let halted = api
+        .workflow_until(&id, "the payment step to suspend", DEADLINE, |view| {
+            view["status"] == "suspended"
+        })
+        .await;
+    assert_eq!(halted["step"], "collect_payment");
+    assert_eq!(
+        halted["steps"][2]["last_error"],
+        "card declined: generic_decline"
+    );
+    assert_eq!(
+        halted["allowed_actions"],
+        json!(["resume", "skip", "cancel", "terminate", "pause"])
+    );
+
+    let resumed = api
+        .act(
+            &id,
+            "resume",
+            &json!({
+                "reason": "customer gave a new card on the phone",
+                "input": {"payment_method": "pm_card_visa"}
+            }),
+            OTTO,
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let done = api
+        .workflow_until(&id, "the workflow to complete", DEADLINE, |view| {
+            view["status"] == "completed"
+        })
+        .await;
+
+    let payments: Vec<_> = sim
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.command_type == "payment.collect")
+        .collect();
+    assert_eq!(payments.len(), 2);
+    assert!(payments[0].idempotency_key.ends_with(":collect_payment:r1"));
+    assert!(
+        payments[1].idempotency_key.ends_with(":collect_payment:r2"),
+        "a changed input is a new revision, so a new key"
+    );
+    assert_eq!(sim.effects("payment.collect").len(), 1);
+    assert!(sim.effects("erp.cancel_order").is_empty(), "nothing undone");
+    assert_eq!(
+        done["steps"][2]["earlier_revisions"][0]["input"]["payment_method"],
+        "pm_card_chargeDeclined"
+    );
+    let history = done["history"].to_string();
+    assert!(history.contains("resume by otto (operator): customer gave a new card on the phone"));
+
+    let audit = api.get(&format!("/api/v1/audit?workflow_id={id}")).await;
+    assert_eq!(audit.status, 200);
+    let entry = &audit.body["items"][0];
+    assert_eq!(entry["actor"], "otto");
+    assert_eq!(entry["role"], "operator");
+    assert_eq!(entry["reason"], "customer gave a new card on the phone");
+    assert_eq!(entry["result"], "applied");
+    assert_eq!(entry["state_before"]["status"], "suspended");
+    // An operator may act but not read the audit trail.
+    assert_eq!(api.get_as("/api/v1/audit", OTTO).await.status, 403);
+
+    assert!(serve.terminate().await.success());
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_workflow_holds_its_reply_and_moves_on_only_when_unpaused() {
+    let world = World::new().await;
+    // Shipped timing (30 s timeouts) and slow connectors, so that a reply
+    // arrives while the workflow is paused.
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/workflows/quote-to-cash.toml"
+    ))
+    .unwrap();
+    use_definition(&world, &shipped);
+    let sim = Sim::start(&world, &["--latency", "1500ms"]).await;
+    let serve = world.serve(&[]).await;
+    let api = Api::new(&serve.http);
+
+    let paused_one = workflow_id(
+        &api.post_event(&accepted_event(1, "Acme Corp", "pm_card_visa"))
+            .await
+            .body,
+    );
+    let paused = api
+        .act(
+            &paused_one,
+            "pause",
+            &json!({"reason": "ERP team asked us to hold"}),
+            support::TOKEN,
+        )
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let holding = api
+        .workflow_until(
+            &paused_one,
+            "the order reply to be held",
+            DEADLINE,
+            |view| view["held_events"] == 1,
+        )
+        .await;
+    assert_eq!(
+        holding["steps"][0]["status"], "running",
+        "held, not applied"
+    );
+
+    // Another quote runs to the end meanwhile: the relay and the consumer
+    // are working, and the paused workflow still has not moved.
+    let other = workflow_id(
+        &api.post_event(&accepted_event(2, "Initech", "pm_card_visa"))
+            .await
+            .body,
+    );
+    api.workflow_until(&other, "the other workflow to complete", DEADLINE, |view| {
+        view["status"] == "completed"
+    })
+    .await;
+    let sent_for_paused: Vec<String> = sim
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.workflow_id.to_string() == paused_one)
+        .map(|d| d.command_type)
+        .collect();
+    assert_eq!(
+        sent_for_paused,
+        ["erp.create_order"],
+        "no command left while paused"
+    );
+    let still = api
+        .get(&format!("/api/v1/workflows/{paused_one}"))
+        .await
+        .body;
+    assert_eq!(still["paused"], true);
+    assert_eq!(still["held_events"], 1);
+
+    let unpaused = api
+        .act(
+            &paused_one,
+            "unpause",
+            &json!({"reason": "ERP is back"}),
+            support::TOKEN,
+        )
+        .await;
+    assert_eq!(unpaused.status, 200, "{}", unpaused.body);
+    let done = api
+        .workflow_until(
+            &paused_one,
+            "the unpaused workflow to complete",
+            DEADLINE,
+            |view| view["status"] == "completed",
+        )
+        .await;
+    assert!(done["steps"][0]["output"]["order_id"].is_string());
+    assert_eq!(sim.effects("erp.create_order").len(), 2, "one per quote");
+    sim.assert_each_effect_once();
+    let history = done["history"].to_string();
+    assert!(history.contains("held while paused"), "{history}");
+    assert!(history.contains("unpaused"), "{history}");
+
+    assert!(serve.terminate().await.success());
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_deadline_flags_the_workflow_and_counts_in_metrics() {
+    let world = World::new().await;
+    let definition = fast_definition().replacen(
+        "on_failure = \"compensate\"",
+        "on_failure = \"compensate\"\ndeadline = { after = \"300ms\", escalation = \"flag\" }",
+        1,
+    );
+    use_definition(&world, &definition);
+    let sim = Sim::start(&world, &["--latency", "1s"]).await;
+    let serve = world.serve(&[]).await;
+    let api = Api::new(&serve.http);
+    let before = api.get_without_token("/metrics").await;
+    assert!(
+        before
+            .body
+            .as_str()
+            .unwrap()
+            .contains("q2c_deadline_escalations_total{step=\"create_order\"} 0"),
+        "{}",
+        before.body
+    );
+
+    let id = workflow_id(
+        &api.post_event(&accepted_event(1, "Acme Corp", "pm_card_visa"))
+            .await
+            .body,
+    );
+    let flagged = api
+        .workflow_until(&id, "the deadline to flag the workflow", DEADLINE, |view| {
+            !view["attention"].is_null()
+        })
+        .await;
+    assert_eq!(flagged["attention"]["step"], "create_order");
+    assert!(
+        flagged["attention"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deadline of 300ms passed")
+    );
+    let metrics = api.get_without_token("/metrics").await;
+    assert!(
+        metrics
+            .body
+            .as_str()
+            .unwrap()
+            .contains("q2c_deadline_escalations_total{step=\"create_order\"} 1"),
+        "{}",
+        metrics.body
+    );
+    // A flag changes nothing else: the workflow goes on and completes.
+    api.workflow_until(&id, "the flagged workflow to complete", DEADLINE, |view| {
+        view["status"] == "completed"
+    })
+    .await;
+    assert!(serve.terminate().await.success());
+    sim.stop();
+}
