@@ -20,10 +20,11 @@ use crate::problem::Problem;
 pub struct ListQuery {
     quote_id: Option<String>,
     status: Option<String>,
+    paused: Option<bool>,
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/workflows?quote_id=...&status=...`
+/// `GET /api/v1/workflows?quote_id=...&status=...&paused=true`
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -56,6 +57,7 @@ pub async fn list(
     let filter = Filter {
         quote_id: query.quote_id,
         status: query.status,
+        paused: query.paused,
     };
     match state.store.list_workflows(&filter, limit).await {
         Ok(rows) => axum::Json(json!({"items": rows.iter().map(summary).collect::<Vec<_>>()}))
@@ -139,6 +141,7 @@ fn summary(row: &Summary) -> Value {
         "quote_number": row.quote_number,
         "status": row.status,
         "outcome": row.outcome,
+        "paused": row.paused,
         "definition": row.definition_name,
         "created_at": row.created_at,
         "updated_at": row.updated_at,

@@ -692,3 +692,34 @@ async fn the_audit_export_names_who_did_what_and_why_as_json_and_csv(pool: PgPoo
     let bad = get(&app, "/api/v1/audit?since=yesterday", ADMIN, None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn the_list_shows_and_filters_paused_workflows(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let paused = seed(&store, 1, compensating(), &[]).await;
+    let running = seed(&store, 2, compensating(), &[]).await;
+    assert_eq!(
+        post(&app, paused, "pause", &reason(), &[]).await.status,
+        StatusCode::OK
+    );
+    let ids = |answer: &Answer| -> Vec<(String, bool)> {
+        answer.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                (
+                    item["id"].as_str().unwrap().to_owned(),
+                    item["paused"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let only_paused = get(&app, "/api/v1/workflows?paused=true", OPERATOR, None).await;
+    assert_eq!(ids(&only_paused), [(paused.to_string(), true)]);
+    let others = get(&app, "/api/v1/workflows?paused=false", OPERATOR, None).await;
+    assert_eq!(ids(&others), [(running.to_string(), false)]);
+    let bad = get(&app, "/api/v1/workflows?paused=maybe", OPERATOR, None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

@@ -19,6 +19,8 @@ pub struct Summary {
     pub status: String,
     /// How the money flow ended, once it has.
     pub outcome: Option<String>,
+    /// Whether an operator paused it.
+    pub paused: bool,
     /// The definition it runs.
     pub definition_name: String,
     /// When it started.
@@ -34,6 +36,8 @@ pub struct Filter {
     pub quote_id: Option<String>,
     /// Only those with this status.
     pub status: Option<String>,
+    /// Only paused ones (`true`) or only the others (`false`).
+    pub paused: Option<bool>,
 }
 
 /// One stored history entry.
@@ -55,14 +59,17 @@ impl Store {
     /// Workflows matching `filter`, newest first, at most `limit`.
     pub async fn list_workflows(&self, filter: &Filter, limit: i64) -> Result<Vec<Summary>, Error> {
         let rows = sqlx::query_as(
-            "SELECT id, quote_id, quote_number, status, outcome, definition_name, created_at, updated_at \
+            "SELECT id, quote_id, quote_number, status, outcome, paused, definition_name, \
+             created_at, updated_at \
              FROM workflows \
              WHERE ($1::text IS NULL OR quote_id = $1) AND ($2::text IS NULL OR status = $2) \
+             AND ($4::boolean IS NULL OR paused = $4) \
              ORDER BY created_at DESC, id DESC LIMIT $3",
         )
         .bind(filter.quote_id.as_deref())
         .bind(filter.status.as_deref())
         .bind(limit)
+        .bind(filter.paused)
         .fetch_all(self.pool())
         .await?;
         Ok(rows)
