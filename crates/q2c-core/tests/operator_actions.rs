@@ -291,3 +291,46 @@ fn a_workflow_cancelled_while_paused_notifies_once_unpaused() {
     act(&mut driver, Request::Unpause);
     assert!(driver.has_timer(TimerKind::StepTimeout));
 }
+
+#[test]
+fn a_new_revision_waits_for_the_unpause_while_replies_are_held() {
+    let mut driver = Driver::start(suspend_at_payment());
+    driver.succeed_current();
+    driver.succeed_current();
+    // The payment times out: it may have been collected.
+    for _ in 0..20 {
+        if driver.saga.status() == Status::Suspended {
+            break;
+        }
+        if driver.has_timer(TimerKind::StepBackoff) {
+            driver.fire(TimerKind::StepBackoff);
+        } else {
+            driver.fire(TimerKind::StepTimeout);
+        }
+    }
+    assert_eq!(driver.saga.status(), Status::Suspended);
+    act(&mut driver, Request::Pause);
+    // The late success of the last attempt arrives and is held.
+    driver.succeed_current();
+    assert_eq!(driver.saga.held().len(), 1);
+
+    let patched = Request::Resume {
+        input_patch: Some(json!({"payment_method": "card-4242"})),
+    };
+    for request in [
+        patched.clone(),
+        Request::Skip {
+            output: json!({"payment_id": "PAY-BY-HAND"}),
+        },
+    ] {
+        let decision = driver.handle(request.event());
+        assert!(
+            matches!(&decision.disposition, Disposition::Refused { reason } if reason.starts_with("unpause first")),
+            "{decision:?}"
+        );
+    }
+    // Unpaused, the held success moves the step on: nothing to resume.
+    act(&mut driver, Request::Unpause);
+    assert_eq!(driver.saga.steps()[2].status, StepStatus::Succeeded);
+    assert_eq!(driver.saga.steps()[2].revision, 1);
+}

@@ -32,8 +32,8 @@ pub struct AuditQuery {
 }
 
 /// Oldest first. JSON has `items` and, when the page is full, `next_after`
-/// to pass as `after` for the next page; with `Accept: text/csv` the same
-/// rows come as CSV with a header line.
+/// to pass as `after` for the next page (also the `Q2C-Next-After` header);
+/// with `Accept: text/csv` the same rows come as CSV with a header line.
 pub async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -51,7 +51,16 @@ pub async fn export(
             .into_response();
         }
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query",
+            format!("limit must be from 1 to {MAX_LIMIT}, not {limit}"),
+        )
+        .into_response();
+    }
     let filter = AuditFilter {
         workflow_id: query.workflow_id,
         actor: query.actor,
@@ -63,17 +72,24 @@ pub async fn export(
         Ok(rows) => rows,
         Err(error) => return Problem::internal(&error).into_response(),
     };
-    if wants_csv(&headers) {
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;
+    let next_after = rows.last().filter(|_| full).map(|row| row.id);
+    let mut response = if wants_csv(&headers) {
         let mut response = csv(&rows).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
-        return response;
+        response
+    } else {
+        axum::Json(json!({"items": rows, "next_after": next_after})).into_response()
+    };
+    // CSV has no room for the cursor: both formats carry it as a header, so
+    // an export that stopped at the limit never passes for the whole trail.
+    if let Some(next) = next_after.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+        response.headers_mut().insert(NEXT_AFTER, next);
     }
-    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;
-    let next_after = rows.last().filter(|_| full).map(|row| row.id);
-    axum::Json(json!({"items": rows, "next_after": next_after})).into_response()
+    response
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {
@@ -87,8 +103,11 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The header naming the `after` of the next page, when there is one.
+const NEXT_AFTER: &str = "q2c-next-after";
+
 /// The columns, in order.
-const COLUMNS: [&str; 16] = [
+const COLUMNS: [&str; 22] = [
     "id",
     "at",
     "actor",
@@ -103,8 +122,14 @@ const COLUMNS: [&str; 16] = [
     "status_after",
     "step_before",
     "step_after",
+    "phase_before",
+    "phase_after",
+    "paused_before",
+    "paused_after",
     "version_before",
     "version_after",
+    "outcome_before",
+    "outcome_after",
 ];
 
 /// RFC 4180 CSV, one line per row.
@@ -132,8 +157,14 @@ fn csv(rows: &[AuditEntry]) -> String {
             member(&row.state_after, "status"),
             member(&row.state_before, "step"),
             member(&row.state_after, "step"),
+            member(&row.state_before, "phase"),
+            member(&row.state_after, "phase"),
+            member(&row.state_before, "paused"),
+            member(&row.state_after, "paused"),
             member(&row.state_before, "version"),
             member(&row.state_after, "version"),
+            member(&row.state_before, "outcome"),
+            member(&row.state_after, "outcome"),
         ];
         let line: Vec<String> = fields.iter().map(|field| cell(field)).collect();
         out.push_str(&line.join(","));

@@ -56,7 +56,8 @@ pub enum Access {
     Ingest,
     /// Read workflows and the Salesforce streams' status.
     Read,
-    /// Act on one workflow (resume, retry, skip, cancel).
+    /// Act on one workflow (resume, retry, skip, cancel, terminate, pause,
+    /// unpause).
     Act,
     /// Everything else: the audit export, bulk actions, dead letters.
     Admin,

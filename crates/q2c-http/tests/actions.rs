@@ -683,14 +683,29 @@ async fn the_audit_export_names_who_did_what_and_why_as_json_and_csv(pool: PgPoo
         lines[1]
     );
 
+    assert!(
+        lines[1].ends_with(",step,step,false,false,4,5,,"),
+        "phase, paused, version and outcome before and after: {}",
+        lines[1]
+    );
     let page = get(&app, "/api/v1/audit?limit=1", ADMIN, None).await;
     let next = page.body["next_after"].as_i64().unwrap();
+    assert_eq!(page.headers["q2c-next-after"], next.to_string().as_str());
+    let csv_page = get(&app, "/api/v1/audit?limit=1", ADMIN, Some("text/csv")).await;
+    assert_eq!(
+        csv_page.headers["q2c-next-after"],
+        next.to_string().as_str()
+    );
     let rest = get(&app, &format!("/api/v1/audit?after={next}"), ADMIN, None).await;
     assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(rest.body["next_after"], Value::Null);
 
+    assert!(rest.headers.get("q2c-next-after").is_none());
     let bad = get(&app, "/api/v1/audit?since=yesterday", ADMIN, None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let zero = get(&app, "/api/v1/audit?limit=0", ADMIN, None).await;
+    assert_eq!(zero.status, StatusCode::BAD_REQUEST);
+    assert!(zero.body["detail"].as_str().unwrap().contains("limit"));
 }
 
 #[sqlx::test(migrator = "q2c_store::MIGRATOR")]

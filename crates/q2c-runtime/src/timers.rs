@@ -118,7 +118,7 @@ pub async fn run<S: TimerSource, C: Clock>(
                     tracing::info!(workflow_id = %timer.workflow_id, %quote_id, timer = %timer.timer, status = status.as_str(), "timer fired");
                     metrics::counter!("q2c_timers_fired_total").increment(1);
                     if timer.timer.kind == TimerKind::Deadline {
-                        tracing::warn!(workflow_id = %timer.workflow_id, %quote_id, step = %timer.timer.step, status = status.as_str(), "deadline passed; the workflow is flagged for attention");
+                        tracing::warn!(workflow_id = %timer.workflow_id, %quote_id, step = %timer.timer.step, status = status.as_str(), "deadline passed; the workflow is escalated as its definition says");
                         metrics::counter!("q2c_deadline_escalations_total", "step" => timer.timer.step.clone()).increment(1);
                     }
                     if status.is_terminal() {

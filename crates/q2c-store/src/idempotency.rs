@@ -119,7 +119,8 @@ pub(crate) async fn remember(
     .await?;
     sqlx::query(
         "DELETE FROM idempotent_requests WHERE ctid IN ( \
-         SELECT ctid FROM idempotent_requests WHERE created_at <= $1 LIMIT 100)",
+         SELECT ctid FROM idempotent_requests WHERE created_at <= $1 LIMIT 100 \
+         FOR UPDATE SKIP LOCKED)",
     )
     .bind(now - KEPT_FOR)
     .execute(&mut *tx)

@@ -26,7 +26,7 @@ impl Store {
     pub async fn due_timers(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>, Error> {
         let rows: Vec<(Uuid, Json<TimerId>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT workflow_id, timer, due_at FROM timers WHERE due_at <= $1 \
-             ORDER BY due_at LIMIT $2",
+             AND remaining IS NULL ORDER BY due_at LIMIT $2",
         )
         .bind(now)
         .bind(limit)

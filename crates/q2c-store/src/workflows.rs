@@ -409,7 +409,8 @@ async fn write_effects(
             Effect::ScheduleTimer { timer, due_at } => {
                 sqlx::query(
                     "INSERT INTO timers (workflow_id, timer_key, timer, due_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (workflow_id, timer_key) DO UPDATE SET due_at = EXCLUDED.due_at",
+                     ON CONFLICT (workflow_id, timer_key) \
+                     DO UPDATE SET due_at = EXCLUDED.due_at, remaining = NULL",
                 )
                 .bind(workflow_id.as_uuid())
                 .bind(timer.to_string())
@@ -455,12 +456,7 @@ async fn write_effects(
                     .execute(&mut *tx)
                     .await?;
             }
-            Effect::WithdrawCommands => {
-                sqlx::query("DELETE FROM outbox WHERE workflow_id = $1 AND sent_at IS NULL")
-                    .bind(workflow_id.as_uuid())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            Effect::WithdrawCommands => withdraw_commands(tx, workflow_id, now).await?,
             Effect::RecordHistory(entry) => {
                 sqlx::query(
                     "INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
@@ -491,6 +487,46 @@ async fn write_effects(
             .await?;
     }
     Ok(commands)
+}
+
+/// Drops a workflow's unpublished commands. A command a relay holds under a
+/// live lease is being published right now and may already have left: it
+/// is kept, and the history says so, so that nobody believes it never went.
+async fn withdraw_commands(
+    tx: &mut PgConnection,
+    workflow_id: WorkflowId,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "DELETE FROM outbox WHERE workflow_id = $1 AND sent_at IS NULL \
+         AND (lease_until IS NULL OR lease_until < $2)",
+    )
+    .bind(workflow_id.as_uuid())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let in_flight: Vec<(String,)> = sqlx::query_as(
+        "SELECT message_type FROM outbox WHERE workflow_id = $1 AND sent_at IS NULL ORDER BY id",
+    )
+    .bind(workflow_id.as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    if !in_flight.is_empty() {
+        let types: Vec<&str> = in_flight.iter().map(|(kind,)| kind.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
+             VALUES ($1, $2, 'command_sent', NULL, NULL, $3)",
+        )
+        .bind(workflow_id.as_uuid())
+        .bind(now)
+        .bind(format!(
+            "not withdrawn, being published at this moment, so it may have left: {}",
+            types.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The wire form of a command: transformed at the edge, from the core's

@@ -285,6 +285,32 @@ async fn a_paused_workflows_commands_stay_in_the_outbox_and_its_timers_freeze(po
 }
 
 #[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn a_command_being_published_is_not_withdrawn_and_the_history_says_so(pool: PgPool) {
+    let store = started(&pool).await;
+    let claimed = store
+        .claim_outbox(Uuid::from_u128(0x5eed), Duration::from_secs(30), 10, t0())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let terminated = outcome(act(&store, &request(1, Request::Terminate, None), None).await);
+    assert!(
+        matches!(terminated, Outcome::Applied { .. }),
+        "{terminated:?}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM outbox").await,
+        1,
+        "the relay holds it under a live lease"
+    );
+    let history = store.history(*workflow(1).as_uuid()).await.unwrap();
+    assert!(
+        history.iter().any(|entry| entry.detail
+            == "not withdrawn, being published at this moment, so it may have left: erp.create_order"),
+        "{history:?}"
+    );
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
 async fn terminate_withdraws_unsent_commands_drops_timers_and_frees_the_quote(pool: PgPool) {
     let store = started(&pool).await;
     let terminated = outcome(act(&store, &request(1, Request::Terminate, None), None).await);

@@ -1189,10 +1189,13 @@ impl Machine {
         let patched;
         let resume = match resume {
             Resume::Patch(patch) => {
-                let current = self.steps[step]
-                    .input
-                    .clone()
-                    .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+                let Some(current) = self.steps[step].input.clone() else {
+                    return context.refuse(format!(
+                        "`{}` has no input to patch (it could not be built); resume without \
+                         `input` to build it again",
+                        self.name(step)
+                    ));
+                };
                 let merged = merge_patch(&current, patch);
                 if merged == current {
                     &Resume::Retry
@@ -1203,6 +1206,17 @@ impl Machine {
             }
             other => other,
         };
+        let new_revision = matches!(resume, Resume::RetryWithInput(_) | Resume::Skip { .. });
+        if new_revision && self.paused && !self.held.is_empty() {
+            // A new revision declares the current one dead; a held reply may
+            // say it took effect. The operator must see it first.
+            return context.refuse(format!(
+                "unpause first: {} held event(s) may show that `{}` took effect, and a new \
+                 revision would leave that unnoticed",
+                self.held.len(),
+                self.name(step)
+            ));
+        }
         let detail = match resume {
             Resume::Retry | Resume::Patch(_) => "resume: retry".to_owned(),
             Resume::RetryWithInput(input) => {
