@@ -338,6 +338,14 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
             .map_err(|error| settings::invalid("Q2C_OUTBOX_LEASE", error))?;
     }
     let ready_file = settings::optional_path("Q2C_READY_FILE");
+    let counts_every = match settings::optional("Q2C_COUNTS_REFRESH") {
+        Some(every) => humantime::parse_duration(&every)
+            .map_err(|error| settings::invalid("Q2C_COUNTS_REFRESH", error))?,
+        None => std::time::Duration::from_secs(15),
+    };
+    if counts_every.is_zero() {
+        return Err(settings::invalid("Q2C_COUNTS_REFRESH", "must be longer than zero").into());
+    }
     let subscriber_settings = salesforce::subscriber_settings()?;
 
     let pool = connect().await?;
@@ -387,11 +395,18 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         tokens,
         amqp_url,
         metrics,
+        counts: q2c_http::counts::LiveCounts::default(),
         salesforce: subscriber
             .as_ref()
             .map(q2c_subscriber::Subscriber::subscriptions),
     };
     let subscriber = subscriber.map(|subscriber| tokio::spawn(subscriber.run(shutdown.clone())));
+    tokio::spawn(
+        state
+            .counts
+            .clone()
+            .refresh_every(store.clone(), counts_every, shutdown.clone()),
+    );
     let http = tokio::spawn(q2c_http::serve(listener, state, shutdown.clone()));
     let runtime = tokio::spawn(q2c_runtime::serve(
         store,

@@ -7,7 +7,10 @@
 //!   wrapped in [`auth::require`] with the [`auth::Access`] it needs.
 //! - [`problem`]: RFC 9457 problem details, the one error shape.
 //! - `events`: `POST /api/v1/events`, intake of Salesforce platform events.
-//! - `workflows`: `GET /api/v1/workflows` and `GET /api/v1/workflows/{id}`.
+//! - `workflows`: `GET /api/v1/workflows` (filters, cursor pages),
+//!   `GET /api/v1/workflows/{id}` and its `/history`, page by page.
+//! - [`counts`]: `GET /api/v1/workflows/counts`, live workflows by status
+//!   and step, counted in the background.
 //! - `actions`: `POST /api/v1/workflows/{id}/actions/{action}`, an
 //!   operator's repair of one workflow.
 //! - `audit`: `GET /api/v1/audit`, every operator action, as JSON or CSV.
@@ -18,6 +21,7 @@
 mod actions;
 mod audit;
 pub mod auth;
+pub mod counts;
 mod events;
 mod health;
 pub mod problem;
@@ -51,6 +55,8 @@ pub struct AppState {
     pub amqp_url: String,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Live workflows by status and step, refreshed in the background.
+    pub counts: counts::LiveCounts,
     /// The Salesforce subscriber's streams, when it runs.
     pub salesforce: Option<q2c_subscriber::Subscriptions>,
 }
@@ -69,8 +75,16 @@ pub fn router(state: AppState) -> Router {
             auth::require(tokens, Access::Read, get(workflows::list)),
         )
         .route(
+            "/workflows/counts",
+            auth::require(tokens, Access::Read, get(counts::live)),
+        )
+        .route(
             "/workflows/{id}",
             auth::require(tokens, Access::Read, get(workflows::detail)),
+        )
+        .route(
+            "/workflows/{id}/history",
+            auth::require(tokens, Access::Read, get(workflows::history)),
         )
         .route(
             "/workflows/{id}/actions/{action}",

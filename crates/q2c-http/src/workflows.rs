@@ -5,9 +5,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use q2c_core::domain::ids::WorkflowId;
 use q2c_core::saga::{Phase, Saga, Status};
-use q2c_store::queries::{Filter, Summary};
+use q2c_store::queries::{Cursor, Filter, HistoryRow, Order, Summary, stuck_since};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -15,55 +16,184 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::problem::Problem;
 
-/// Query parameters of the list.
+/// Query parameters of the list. Unknown ones are refused, so a mistyped
+/// filter never silently lists everything.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     quote_id: Option<String>,
+    account_id: Option<String>,
     status: Option<String>,
+    step: Option<String>,
     paused: Option<bool>,
+    reference: Option<String>,
+    reference_field: Option<String>,
+    created_from: Option<DateTime<Utc>>,
+    created_until: Option<DateTime<Utc>>,
+    updated_from: Option<DateTime<Utc>>,
+    updated_until: Option<DateTime<Utc>>,
+    /// A duration such as `2h` or `30m`.
+    stuck: Option<String>,
+    order: Option<String>,
+    cursor: Option<String>,
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/workflows?quote_id=...&status=...&paused=true`
+/// The most workflows one page holds.
+const MAX_PAGE: i64 = 1000;
+
+/// `GET /api/v1/workflows`: filtered by any of the query's fields, newest
+/// first unless `order=oldest`, a page at a time (`next_cursor` goes into
+/// the next request's `cursor`).
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let query = match query {
         Ok(Query(query)) => query,
-        Err(rejection) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                "Invalid query",
-                rejection.body_text(),
-            )
-            .into_response();
-        }
+        Err(rejection) => return invalid_query(rejection.body_text()),
     };
     if let Some(status) = &query.status
         && !Status::ALL.iter().any(|known| known.as_str() == status)
     {
         let known: Vec<&str> = Status::ALL.iter().map(|known| known.as_str()).collect();
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query",
-            format!("status `{status}` is not one of {}", known.join(", ")),
-        )
-        .into_response();
+        return invalid_query(format!(
+            "status `{status}` is not one of {}",
+            known.join(", ")
+        ));
     }
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return invalid_query(format!("limit must be from 1 to {MAX_PAGE}, not {limit}"));
+    }
+    let order = match query.order.as_deref() {
+        None | Some("newest") => Order::Newest,
+        Some("oldest") => Order::Oldest,
+        Some(other) => {
+            return invalid_query(format!("order `{other}` is not `newest` or `oldest`"));
+        }
+    };
+    let cursor = match query.cursor.as_deref().map(str::parse::<Cursor>) {
+        None => None,
+        Some(Ok(cursor)) => Some(cursor),
+        Some(Err(bad)) => return invalid_query(bad.to_string()),
+    };
+    let stuck_since = match query.stuck.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(duration)) => Some(stuck_since(Utc::now(), duration)),
+        Some(Err(error)) => {
+            return invalid_query(format!(
+                "stuck `{}` is not a duration such as `2h` or `30m`: {error}",
+                query.stuck.as_deref().unwrap_or_default()
+            ));
+        }
+    };
+    if query.reference_field.is_some() && query.reference.is_none() {
+        return invalid_query("reference_field needs a reference to look for".to_owned());
+    }
     let filter = Filter {
         quote_id: query.quote_id,
+        account_id: query.account_id,
         status: query.status,
+        step: query.step,
         paused: query.paused,
+        reference: query.reference,
+        reference_field: query.reference_field,
+        created_from: query.created_from,
+        created_until: query.created_until,
+        updated_from: query.updated_from,
+        updated_until: query.updated_until,
+        stuck_since,
     };
-    match state.store.list_workflows(&filter, limit).await {
-        Ok(rows) => axum::Json(json!({"items": rows.iter().map(summary).collect::<Vec<_>>()}))
-            .into_response(),
+    match state
+        .store
+        .list_workflows(&filter, order, cursor, limit)
+        .await
+    {
+        Ok(page) => axum::Json(json!({
+            "items": page.items.iter().map(summary).collect::<Vec<_>>(),
+            "next_cursor": page.next.map(|cursor| cursor.to_string()),
+        }))
+        .into_response(),
         Err(error) => Problem::internal(&error).into_response(),
     }
+}
+
+/// Query parameters of a history page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/workflows/{id}/history?after=...&limit=...`: a long
+/// history a page at a time, oldest first; `next_after` goes into the next
+/// request's `after`.
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-id",
+            "Invalid workflow id",
+            format!("`{id}` is not a UUID"),
+        )
+        .into_response();
+    };
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return invalid_query(rejection.body_text()),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return invalid_query(format!("limit must be from 1 to {MAX_PAGE}, not {limit}"));
+    }
+    match state.store.workflow_exists(id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "No such workflow",
+                format!("no workflow {id}"),
+            )
+            .into_response();
+        }
+        Err(error) => return Problem::internal(&error).into_response(),
+    }
+    match state.store.history_page(id, query.after, limit).await {
+        Ok(page) => axum::Json(json!({
+            "items": page.items.iter().map(history_entry).collect::<Vec<_>>(),
+            "next_after": page.next,
+        }))
+        .into_response(),
+        Err(error) => Problem::internal(&error).into_response(),
+    }
+}
+
+fn history_entry(entry: &HistoryRow) -> Value {
+    json!({
+        "id": entry.id,
+        "at": entry.at,
+        "kind": entry.kind,
+        "step": entry.step,
+        "command": entry.command,
+        "detail": entry.detail,
+    })
+}
+
+fn invalid_query(detail: String) -> Response {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-query",
+        "Invalid query",
+        detail,
+    )
+    .into_response()
 }
 
 /// `GET /api/v1/workflows/{id}`
@@ -119,13 +249,7 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Re
         "held_events": saga.held().len(),
         "allowed_actions": saga.allowed_actions().iter().map(|action| action.as_str()).collect::<Vec<_>>(),
         "steps": steps(saga),
-        "history": history.iter().map(|entry| json!({
-            "at": entry.at,
-            "kind": entry.kind,
-            "step": entry.step,
-            "command": entry.command,
-            "detail": entry.detail,
-        })).collect::<Vec<_>>(),
+        "history": history.iter().map(history_entry).collect::<Vec<_>>(),
     });
     let mut response = axum::Json(body).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", loaded.version)) {
@@ -139,9 +263,12 @@ fn summary(row: &Summary) -> Value {
         "id": row.id,
         "quote_id": row.quote_id,
         "quote_number": row.quote_number,
+        "account_id": row.account_id,
         "status": row.status,
+        "step": row.current_step,
         "outcome": row.outcome,
         "paused": row.paused,
+        "state_since": row.state_since,
         "definition": row.definition_name,
         "created_at": row.created_at,
         "updated_at": row.updated_at,

@@ -49,17 +49,20 @@ enum Expect {
 use Expect::{Allowed, Forbidden as F, Unauthorized as U};
 
 const UNKNOWN_WORKFLOW: &str = "/api/v1/workflows/00000000-0000-0000-0000-000000000000";
+const HISTORY_UNKNOWN: &str = "/api/v1/workflows/00000000-0000-0000-0000-000000000000/history";
 const PAUSE_UNKNOWN: &str = "/api/v1/workflows/00000000-0000-0000-0000-000000000000/actions/pause";
 
 /// Every `/api/v1` route × the callers above. An event with an empty body
 /// is invalid (422), a workflow nobody started is not found (404), an
 /// action without a body lacks its reason (400).
 #[rustfmt::skip]
-const MATRIX: [(Method, &str, [Expect; 7]); 6] = [
+const MATRIX: [(Method, &str, [Expect; 7]); 8] = [
     //                                               none wrong ingest         viewer         operator       admin          legacy
     (Method::POST, "/api/v1/events",                   [U, U, Allowed(422), F,             F,             Allowed(422), Allowed(422)]),
     (Method::GET,  "/api/v1/workflows",                [U, U, F,            Allowed(200), Allowed(200), Allowed(200), Allowed(200)]),
     (Method::GET,  UNKNOWN_WORKFLOW,                   [U, U, F,            Allowed(404), Allowed(404), Allowed(404), Allowed(404)]),
+    (Method::GET,  HISTORY_UNKNOWN,                    [U, U, F,            Allowed(404), Allowed(404), Allowed(404), Allowed(404)]),
+    (Method::GET,  "/api/v1/workflows/counts",         [U, U, F,            Allowed(200), Allowed(200), Allowed(200), Allowed(200)]),
     (Method::GET,  "/api/v1/salesforce/subscriptions", [U, U, F,            Allowed(200), Allowed(200), Allowed(200), Allowed(200)]),
     (Method::POST, PAUSE_UNKNOWN,                      [U, U, F,            F,             Allowed(400), Allowed(400), Allowed(400)]),
     (Method::GET,  "/api/v1/audit",                    [U, U, F,            F,             F,             Allowed(200), Allowed(200)]),
@@ -98,6 +101,7 @@ fn state(pool: PgPool) -> AppState {
         tokens: tokens(),
         amqp_url: "amqp://127.0.0.1:1/%2f".into(),
         metrics: PrometheusBuilder::new().build_recorder().handle(),
+        counts: Default::default(),
         salesforce: None,
     }
 }

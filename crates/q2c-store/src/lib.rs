@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod positions;
 pub mod queries;
 mod record;
+mod references;
 pub mod timers;
 pub mod topic_locks;
 pub mod workflows;

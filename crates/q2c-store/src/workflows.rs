@@ -7,11 +7,12 @@ use q2c_contract::{Envelope, SCHEMA_VERSION};
 use q2c_core::definition::Definition;
 use q2c_core::domain::ids::WorkflowId;
 use q2c_core::domain::quote::Quote;
-use q2c_core::saga::{Command, Disposition, Effect, Event, Saga, Status, TimerId};
+use q2c_core::saga::{Command, Disposition, Effect, Event, Phase, Saga, Status, TimerId};
 use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::record::{from_state, to_state};
+use crate::references;
 use crate::{Error, OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
 
 /// What caused a transition, for deduplication.
@@ -164,8 +165,9 @@ pub async fn start_in(
     let mut savepoint = tx.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO workflows (id, definition_hash, definition_name, quote_id, quote_number, \
-         account_id, opportunity_id, status, outcome, state, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+         account_id, opportunity_id, status, outcome, state, version, created_at, updated_at, \
+         current_step, state_since) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $11)",
     )
     .bind(workflow_id.as_uuid())
     .bind(saga.definition().hash().as_str())
@@ -178,6 +180,7 @@ pub async fn start_in(
     .bind(saga.outcome().map(|outcome| outcome.as_str()))
     .bind(to_state(&saga.record())?)
     .bind(now)
+    .bind(saga.current_step().map(|(step, _)| step))
     .execute(&mut *savepoint)
     .await;
     match inserted {
@@ -271,6 +274,8 @@ pub(crate) async fn transition(
     event: &Event,
     now: DateTime<Utc>,
 ) -> Result<Applied, Error> {
+    let position_before = position(&loaded.saga);
+    let outputs_before = references::outputs(&loaded.saga);
     let decision = loaded.saga.handle(event, now);
     match decision.disposition {
         Disposition::Ignored { reason } => return Ok(Applied::Ignored { reason }),
@@ -278,9 +283,11 @@ pub(crate) async fn transition(
         Disposition::Applied => {}
     }
     let version = loaded.version + 1;
+    let moved = position(&loaded.saga) != position_before;
     sqlx::query(
         "UPDATE workflows SET status = $2, outcome = $3, state = $4, version = $5, updated_at = $6, \
-         paused = $7 WHERE id = $1",
+         paused = $7, current_step = $8, \
+         state_since = CASE WHEN $9 THEN $6 ELSE state_since END WHERE id = $1",
     )
     .bind(workflow_id.as_uuid())
     .bind(loaded.saga.status().as_str())
@@ -289,8 +296,11 @@ pub(crate) async fn transition(
     .bind(version)
     .bind(now)
     .bind(loaded.saga.paused())
+    .bind(loaded.saga.current_step().map(|(step, _)| step))
+    .bind(moved)
     .execute(&mut **tx)
     .await?;
+    references::record_changes(tx, workflow_id, &outputs_before, &loaded.saga).await?;
     loaded.version = version;
     loaded.updated_at = now;
     let commands = write_effects(tx, workflow_id, &decision.effects, now).await?;
@@ -305,6 +315,16 @@ pub(crate) async fn transition(
         quote_id: loaded.saga.quote().quote_id().to_string(),
         answered,
     })
+}
+
+/// Where a workflow stands, for "how long has it been there": its status
+/// and the step it is performing or undoing.
+fn position(saga: &Saga) -> (Status, Option<(String, Phase)>) {
+    (
+        saga.status(),
+        saga.current_step()
+            .map(|(step, phase)| (step.to_owned(), phase)),
+    )
 }
 
 /// The command a reply answers, and how long it took: the command's id is
