@@ -19,15 +19,23 @@ fn act(driver: &mut Driver, request: Request) -> Vec<Fx> {
     driver.apply(request.event())
 }
 
-/// The quote-to-cash definition with `collect_payment` suspending on
-/// failure, as an operator who wants to fix payments by hand would set it.
-fn suspend_at_payment() -> std::sync::Arc<q2c_core::definition::Definition> {
-    let text = std::fs::read_to_string(concat!(
+fn shipped() -> String {
+    std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../workflows/quote-to-cash.toml"
     ))
-    .unwrap();
-    let text = text.replace(
+    .unwrap()
+}
+
+/// The quote-to-cash definition with `create_order` suspending on failure.
+fn suspend_at_order() -> std::sync::Arc<q2c_core::definition::Definition> {
+    definition(&shipped().replacen("on_failure = \"compensate\"", "on_failure = \"suspend\"", 1))
+}
+
+/// The quote-to-cash definition with `collect_payment` suspending on
+/// failure, as an operator who wants to fix payments by hand would set it.
+fn suspend_at_payment() -> std::sync::Arc<q2c_core::definition::Definition> {
+    let text = shipped().replace(
         "on_failure = \"compensate\"\ndeadline",
         "on_failure = \"suspend\"\ndeadline",
     );
@@ -239,13 +247,7 @@ fn resume_with_a_patch_that_changes_nothing_keeps_the_key() {
 
 #[test]
 fn skip_hands_the_operators_output_to_the_next_step() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../workflows/quote-to-cash.toml"
-    ))
-    .unwrap()
-    .replacen("on_failure = \"compensate\"", "on_failure = \"suspend\"", 1);
-    let mut driver = Driver::start(definition(&text));
+    let mut driver = Driver::start(suspend_at_order());
     driver.fail(false);
     assert_eq!(driver.saga.status(), Status::Suspended);
 
@@ -273,13 +275,7 @@ fn skip_hands_the_operators_output_to_the_next_step() {
 
 #[test]
 fn a_workflow_cancelled_while_paused_notifies_once_unpaused() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../workflows/quote-to-cash.toml"
-    ))
-    .unwrap()
-    .replacen("on_failure = \"compensate\"", "on_failure = \"suspend\"", 1);
-    let mut driver = Driver::start(definition(&text));
+    let mut driver = Driver::start(suspend_at_order());
     driver.fail(false);
     act(&mut driver, Request::Pause);
     act(&mut driver, Request::Cancel);

@@ -310,12 +310,7 @@ fn render(id: Uuid, action: Action, outcome: &Outcome) -> (u16, Value) {
         )
         .with("status", json!(current.status))
         .with("step", json!(current.step)),
-        Outcome::UnknownWorkflow => Problem::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "No such workflow",
-            format!("no workflow {id}"),
-        ),
+        Outcome::UnknownWorkflow => Problem::unknown_workflow(id),
     };
     let status = problem.status;
     (

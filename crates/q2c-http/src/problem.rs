@@ -54,6 +54,16 @@ impl Problem {
         )
     }
 
+    /// 404 for a workflow id nobody started.
+    pub fn unknown_workflow(id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such workflow",
+            format!("no workflow {id}"),
+        )
+    }
+
     /// 401 for a missing or wrong token.
     pub fn unauthorized() -> Self {
         Self::new(

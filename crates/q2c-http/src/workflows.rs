@@ -135,14 +135,9 @@ pub async fn history(
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-id",
-            "Invalid workflow id",
-            format!("`{id}` is not a UUID"),
-        )
-        .into_response();
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(problem) => return problem,
     };
     let query = match query {
         Ok(Query(query)) => query,
@@ -154,15 +149,7 @@ pub async fn history(
     }
     match state.store.workflow_exists(id).await {
         Ok(true) => {}
-        Ok(false) => {
-            return Problem::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "No such workflow",
-                format!("no workflow {id}"),
-            )
-            .into_response();
-        }
+        Ok(false) => return Problem::unknown_workflow(id).into_response(),
         Err(error) => return Problem::internal(&error).into_response(),
     }
     match state.store.history_page(id, query.after, limit).await {
@@ -186,6 +173,19 @@ fn history_entry(entry: &HistoryRow) -> Value {
     })
 }
 
+/// A workflow id from the path, or the 400 that says it is none.
+fn parse_id(id: &str) -> Result<Uuid, Response> {
+    id.parse::<Uuid>().map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-id",
+            "Invalid workflow id",
+            format!("`{id}` is not a UUID"),
+        )
+        .into_response()
+    })
+}
+
 fn invalid_query(detail: String) -> Response {
     Problem::new(
         StatusCode::BAD_REQUEST,
@@ -198,26 +198,13 @@ fn invalid_query(detail: String) -> Response {
 
 /// `GET /api/v1/workflows/{id}`
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-id",
-            "Invalid workflow id",
-            format!("`{id}` is not a UUID"),
-        )
-        .into_response();
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(problem) => return problem,
     };
     let loaded = match state.store.load(WorkflowId::new(id)).await {
         Ok(Some(loaded)) => loaded,
-        Ok(None) => {
-            return Problem::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "No such workflow",
-                format!("no workflow {id}"),
-            )
-            .into_response();
-        }
+        Ok(None) => return Problem::unknown_workflow(id).into_response(),
         Err(error) => return Problem::internal(&error).into_response(),
     };
     let history = match state.store.history(id).await {
