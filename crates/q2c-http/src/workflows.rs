@@ -135,9 +135,8 @@ pub async fn history(
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(problem) => return problem,
+    let Ok(id) = id.parse::<Uuid>() else {
+        return invalid_id(&id);
     };
     let query = match query {
         Ok(Query(query)) => query,
@@ -173,17 +172,15 @@ fn history_entry(entry: &HistoryRow) -> Value {
     })
 }
 
-/// A workflow id from the path, or the 400 that says it is none.
-fn parse_id(id: &str) -> Result<Uuid, Response> {
-    id.parse::<Uuid>().map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-id",
-            "Invalid workflow id",
-            format!("`{id}` is not a UUID"),
-        )
-        .into_response()
-    })
+/// The 400 for a path id that is not a workflow id.
+fn invalid_id(id: &str) -> Response {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-id",
+        "Invalid workflow id",
+        format!("`{id}` is not a UUID"),
+    )
+    .into_response()
 }
 
 fn invalid_query(detail: String) -> Response {
@@ -198,9 +195,8 @@ fn invalid_query(detail: String) -> Response {
 
 /// `GET /api/v1/workflows/{id}`
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(problem) => return problem,
+    let Ok(id) = id.parse::<Uuid>() else {
+        return invalid_id(&id);
     };
     let loaded = match state.store.load(WorkflowId::new(id)).await {
         Ok(Some(loaded)) => loaded,
