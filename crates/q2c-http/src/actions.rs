@@ -89,6 +89,7 @@ pub async fn act(
             name: caller.name.clone(),
             role: caller.role.as_str().to_owned(),
         },
+        bulk_job: None,
     };
     let answer = state
         .store

@@ -107,12 +107,14 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 const NEXT_AFTER: &str = "q2c-next-after";
 
 /// The columns, in order.
-const COLUMNS: [&str; 22] = [
+const COLUMNS: [&str; 24] = [
     "id",
     "at",
     "actor",
     "role",
     "workflow_id",
+    "bulk_job_id",
+    "dead_letter_id",
     "action",
     "reason",
     "input",
@@ -137,17 +139,20 @@ fn csv(rows: &[AuditEntry]) -> String {
     let mut out = COLUMNS.join(",");
     out.push_str("\r\n");
     for row in rows {
-        let member = |state: &Value, name: &str| match &state[name] {
-            Value::Null => String::new(),
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
+        let member = |state: &Option<Value>, name: &str| match state.as_ref().map(|s| &s[name]) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
         };
+        let optional = |value: Option<String>| value.unwrap_or_default();
         let fields = [
             row.id.to_string(),
             row.at.to_rfc3339(),
             row.actor.clone(),
             row.role.clone(),
-            row.workflow_id.to_string(),
+            optional(row.workflow_id.map(|id| id.to_string())),
+            optional(row.bulk_job_id.map(|id| id.to_string())),
+            optional(row.dead_letter_id.map(|id| id.to_string())),
             row.action.clone(),
             row.reason.clone(),
             row.input.as_ref().map(Value::to_string).unwrap_or_default(),

@@ -42,6 +42,8 @@ pub struct ActionRequest {
     pub expected_version: Option<i64>,
     /// Who.
     pub operator: Operator,
+    /// The bulk job acting, if this is one of its workflows.
+    pub bulk_job: Option<i64>,
 }
 
 /// Where a workflow stands, as the audit keeps it before and after.
@@ -167,18 +169,22 @@ pub struct AuditEntry {
     pub actor: String,
     /// The token's role.
     pub role: String,
-    /// The workflow.
-    pub workflow_id: Uuid,
+    /// The workflow, for an action on one.
+    pub workflow_id: Option<Uuid>,
+    /// The bulk job the action belongs to, if any.
+    pub bulk_job_id: Option<i64>,
+    /// The dead letter, for an action on one.
+    pub dead_letter_id: Option<i64>,
     /// The action.
     pub action: String,
     /// Why.
     pub reason: String,
     /// What the action carried besides its reason.
     pub input: Option<Value>,
-    /// The workflow as the action found it.
-    pub state_before: Value,
-    /// The workflow as the action left it.
-    pub state_after: Value,
+    /// The workflow (or dead letter) as the action found it.
+    pub state_before: Option<Value>,
+    /// The workflow (or dead letter) as the action left it.
+    pub state_after: Option<Value>,
     /// applied, not_allowed, stale_version or invalid.
     pub result: String,
     /// The refusal's words, if refused.
@@ -235,8 +241,8 @@ impl Store {
     /// The audit trail, oldest first, at most `limit` rows.
     pub async fn audit(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditEntry>, Error> {
         let rows = sqlx::query_as(
-            "SELECT id, at, actor, role, workflow_id, action, reason, input, state_before, \
-             state_after, result, detail FROM audit_log \
+            "SELECT id, at, actor, role, workflow_id, bulk_job_id, dead_letter_id, action, reason, \
+             input, state_before, state_after, result, detail FROM audit_log \
              WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::text IS NULL OR actor = $2) \
              AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4) \
              AND ($5::bigint IS NULL OR id > $5) \
@@ -333,8 +339,8 @@ async fn record(
     let operator = &action.operator;
     sqlx::query(
         "INSERT INTO audit_log (at, actor, role, workflow_id, action, reason, input, \
-         state_before, state_after, result, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         state_before, state_after, result, detail, bulk_job_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(now)
     .bind(&operator.name)
@@ -347,6 +353,7 @@ async fn record(
     .bind(sqlx::types::Json(after))
     .bind(outcome.result_name())
     .bind(detail.as_deref())
+    .bind(action.bulk_job)
     .execute(&mut *tx)
     .await?;
     if matches!(outcome, Outcome::Applied { .. }) {

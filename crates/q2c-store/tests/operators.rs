@@ -33,6 +33,7 @@ fn request(n: u128, request: Request, expected_version: Option<i64>) -> ActionRe
         reason: "ERP maintenance window".into(),
         expected_version,
         operator: alice(),
+        bulk_job: None,
     }
 }
 
@@ -95,9 +96,13 @@ async fn an_action_is_applied_with_its_audit_row_and_history_line(pool: PgPool) 
     );
     assert_eq!(row.reason, "ERP maintenance window");
     assert_eq!(row.result, "applied");
-    assert_eq!(row.state_before["paused"], false);
-    assert_eq!(row.state_after["paused"], true);
-    assert_eq!(row.state_after["version"], 2);
+    let (before, after) = (
+        row.state_before.as_ref().unwrap(),
+        row.state_after.as_ref().unwrap(),
+    );
+    assert_eq!(before["paused"], false);
+    assert_eq!(after["paused"], true);
+    assert_eq!(after["version"], 2);
 
     let history = store.history(*workflow(1).as_uuid()).await.unwrap();
     let last = history.last().unwrap();
