@@ -237,6 +237,16 @@ fn register_metrics(intake: &Definition) {
     ] {
         metrics::counter!(name).absolute(0);
     }
+    for (action, result) in [
+        ("replay", "applied"),
+        ("replay", "not_allowed"),
+        ("replay", "failed"),
+        ("discard", "applied"),
+        ("discard", "not_allowed"),
+    ] {
+        metrics::counter!("q2c_dead_letter_actions_total", "action" => action, "result" => result)
+            .absolute(0);
+    }
     for outcome in [
         "completed",
         "compensated",
@@ -332,6 +342,38 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
     let (amqp_url, topology) = broker_settings()?;
     let crash =
         CrashSwitch::from_env().map_err(|error| settings::invalid("Q2C_CRASH_AT", error))?;
+    let mut bulk_limits = q2c_http::bulk::BulkLimits::default();
+    if let Some(max) = settings::optional("Q2C_BULK_MAX_WORKFLOWS") {
+        bulk_limits.max_workflows =
+            max.parse::<i64>()
+                .ok()
+                .filter(|max| *max > 0)
+                .ok_or_else(|| {
+                    settings::invalid("Q2C_BULK_MAX_WORKFLOWS", "must be a positive whole number")
+                })?;
+    }
+    for (name, rate) in [
+        ("Q2C_BULK_RATE", &mut bulk_limits.default_rate),
+        ("Q2C_BULK_MAX_RATE", &mut bulk_limits.max_rate),
+    ] {
+        if let Some(value) = settings::optional(name) {
+            *rate = value
+                .parse::<f64>()
+                .ok()
+                .filter(|rate| rate.is_finite() && *rate > 0.0)
+                .ok_or_else(|| {
+                    settings::invalid(name, "must be a number of workflows per second above 0")
+                })?;
+        }
+    }
+    if bulk_limits.default_rate > bulk_limits.max_rate {
+        return Err(settings::invalid("Q2C_BULK_RATE", "must not exceed Q2C_BULK_MAX_RATE").into());
+    }
+    let mut bulk = q2c_runtime::bulk::BulkSettings::default();
+    if let Some(lease) = settings::optional("Q2C_BULK_LEASE") {
+        bulk.lease = humantime::parse_duration(&lease)
+            .map_err(|error| settings::invalid("Q2C_BULK_LEASE", error))?;
+    }
     let mut relay = q2c_runtime::relay::RelaySettings::default();
     if let Some(lease) = settings::optional("Q2C_OUTBOX_LEASE") {
         relay.lease = humantime::parse_duration(&lease)
@@ -371,6 +413,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         relay,
         consumer: Default::default(),
         timers: Default::default(),
+        bulk,
         crash,
         instance: uuid::Uuid::now_v7(),
         ready: Arc::new(ready),
@@ -396,6 +439,7 @@ async fn serve(directory: PathBuf, no_migrate: bool) -> anyhow::Result<()> {
         amqp_url,
         metrics,
         counts: q2c_http::counts::LiveCounts::default(),
+        bulk: bulk_limits,
         salesforce: subscriber
             .as_ref()
             .map(q2c_subscriber::Subscriber::subscriptions),

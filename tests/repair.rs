@@ -275,3 +275,153 @@ async fn a_passed_deadline_flags_the_workflow_and_counts_in_metrics() {
     assert!(serve.terminate().await.success());
     sim.stop();
 }
+
+/// The ERP goes down: orders fail retryably until their attempts run out,
+/// and under the `suspend` policy the workflows halt at `create_order`. Once it is back, an operator resumes
+/// them all with one bulk action: the dry run lists exactly them, one of
+/// them is terminated before the run (and is skipped and reported), the
+/// server is killed in the middle of the run, and the restarted one
+/// finishes the job at the configured rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_resume_after_an_erp_outage_survives_a_restart() {
+    let world = World::new().await;
+    let definition = fast_definition()
+        .replacen("on_failure = \"compensate\"", "on_failure = \"suspend\"", 1)
+        .replacen("max_attempts = 5", "max_attempts = 2", 1);
+    use_definition(&world, &definition);
+    // Every command answered "unavailable, try again": the ERP is down.
+    let erp_down = Sim::start(&world, &["--failure-rate", "1"]).await;
+    let settings = [("Q2C_BULK_LEASE", "2s")];
+    let serve = world.serve(&settings).await;
+    let api = Api::new(&serve.http);
+
+    let mut started = Vec::new();
+    for n in 1..=6 {
+        let answer = api
+            .post_event(&accepted_event(n, "Acme Corp", "pm_card_visa"))
+            .await;
+        started.push(workflow_id(&answer.body));
+    }
+    support::eventually(
+        "six workflows to halt at create_order",
+        DEADLINE,
+        || async {
+            let listed = api
+                .get("/api/v1/workflows?status=suspended&step=create_order")
+                .await;
+            listed.body["items"].as_array().map(Vec::len) == Some(6)
+        },
+    )
+    .await;
+
+    let planned = api
+        .post_json(
+            "/api/v1/bulk-actions",
+            &json!({
+                "action": "resume",
+                "reason": "ERP is back after the outage",
+                "filter": {"status": "suspended", "step": "create_order"},
+                "rate_per_second": 1.0,
+            }),
+        )
+        .await;
+    assert_eq!(planned.status, 201, "{}", planned.body);
+    let job = planned.body["id"].as_i64().unwrap();
+    let mut listed: Vec<String> = planned.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["workflow_id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    let mut expected = started.clone();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "the dry run lists exactly the halted ones"
+    );
+
+    // Between the dry run and the run, one of them is dealt with by hand.
+    let by_hand = started[2].clone();
+    let terminated = api
+        .act(
+            &by_hand,
+            "terminate",
+            &json!({"reason": "customer withdrew"}),
+            support::TOKEN,
+        )
+        .await;
+    assert_eq!(terminated.status, 200, "{}", terminated.body);
+
+    erp_down.stop();
+    let sim = Sim::start(&world, &[]).await;
+    let run = api
+        .post_json(&format!("/api/v1/bulk-actions/{job}/run"), &json!({}))
+        .await;
+    assert_eq!(run.status, 202, "{}", run.body);
+    let progress = |body: &Value, name: &str| body["progress"][name].as_i64().unwrap_or(0);
+    support::eventually("the job to get under way", DEADLINE, || async {
+        let shown = api.get(&format!("/api/v1/bulk-actions/{job}")).await;
+        progress(&shown.body, "applied") >= 1
+    })
+    .await;
+    serve.kill().await;
+
+    let serve = world.serve(&settings).await;
+    let api = Api::new(&serve.http);
+    support::eventually(
+        "the restarted server to finish the job",
+        DEADLINE,
+        || async {
+            api.get(&format!("/api/v1/bulk-actions/{job}")).await.body["status"] == "finished"
+        },
+    )
+    .await;
+    let shown = api.get(&format!("/api/v1/bulk-actions/{job}")).await.body;
+    assert_eq!(progress(&shown, "applied"), 5, "{shown}");
+    assert_eq!(progress(&shown, "changed"), 1, "{shown}");
+    let skipped = shown["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["result"] == "changed")
+        .unwrap();
+    assert_eq!(skipped["workflow_id"], by_hand.as_str());
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("since the dry run")
+    );
+
+    for id in &started {
+        let expected = if *id == by_hand {
+            "terminated"
+        } else {
+            "completed"
+        };
+        api.workflow_until(id, &format!("{id} to be {expected}"), DEADLINE, |view| {
+            view["status"] == expected
+        })
+        .await;
+    }
+    assert_eq!(sim.effects("erp.create_order").len(), 5);
+
+    // Each workflow of the job has its audit row, and the job kept its rate.
+    let audit = api.get("/api/v1/audit?limit=100").await.body;
+    let mut applied_at: Vec<chrono::DateTime<chrono::Utc>> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["bulk_job_id"] == job && row["result"] == "applied")
+        .map(|row| row["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(applied_at.len(), 5);
+    applied_at.sort();
+    for pair in applied_at.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 900, "resumed {gap} ms apart at 1 per second");
+    }
+    assert!(serve.terminate().await.success());
+    sim.stop();
+}

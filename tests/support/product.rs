@@ -180,6 +180,17 @@ impl Api {
         .await
     }
 
+    /// A POST of a JSON body with the admin token.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(TOKEN)
+                .json(body),
+        )
+        .await
+    }
+
     /// A GET with another token than the default admin one.
     pub async fn get_as(&self, path: &str, token: &str) -> Answer {
         self.send(

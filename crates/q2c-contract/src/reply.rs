@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use lapin::Channel;
-use lapin::options::BasicPublishOptions;
 
 use crate::{Envelope, Topology};
 
@@ -48,38 +47,23 @@ pub async fn publish(
     topology: &Topology,
     reply: &Envelope,
 ) -> Result<(), PublishError> {
-    let confirm = channel
-        .basic_publish(
-            topology.replies_exchange().as_str().into(),
-            reply.message_type.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &reply.encode(),
-            reply.properties(),
-        )
-        .await
-        .map_err(|source| PublishError::Broker {
-            doing: "publishing a reply",
-            source,
-        })?;
-    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-        .await
-        .map_err(|_| PublishError::ConfirmTimeout(CONFIRM_TIMEOUT))?
-        .map_err(|source| PublishError::Broker {
-            doing: "awaiting a reply's confirmation",
-            source,
-        })?;
-    if confirmation.is_nack() {
-        return Err(PublishError::Refused(reply.message_type.clone()));
-    }
-    if let Some(returned) = confirmation.take_message() {
-        return Err(PublishError::Returned {
+    let published = crate::publish::confirmed(
+        channel,
+        &topology.replies_exchange(),
+        &reply.message_type,
+        &reply.encode(),
+        reply.properties(),
+        CONFIRM_TIMEOUT,
+    )
+    .await;
+    published.map_err(|error| match error {
+        crate::publish::Error::Broker { doing, source } => PublishError::Broker { doing, source },
+        crate::publish::Error::ConfirmTimeout(waited) => PublishError::ConfirmTimeout(waited),
+        crate::publish::Error::Refused => PublishError::Refused(reply.message_type.clone()),
+        crate::publish::Error::Returned { code, text } => PublishError::Returned {
             reply_type: reply.message_type.clone(),
-            code: returned.reply_code,
-            text: returned.reply_text.to_string(),
-        });
-    }
-    Ok(())
+            code,
+            text,
+        },
+    })
 }

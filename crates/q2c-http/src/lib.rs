@@ -14,6 +14,10 @@
 //! - `actions`: `POST /api/v1/workflows/{id}/actions/{action}`, an
 //!   operator's repair of one workflow.
 //! - `audit`: `GET /api/v1/audit`, every operator action, as JSON or CSV.
+//! - `dead_letters`: `/api/v1/dead-letters`, what could not be processed:
+//!   list, inspect, replay to the original exchange, discard.
+//! - [`bulk`]: `/api/v1/bulk-actions`, one action over many workflows: a
+//!   dry run, then a durable job.
 //! - `salesforce`: `GET /api/v1/salesforce/subscriptions`, the Pub/Sub
 //!   streams' health.
 //! - `health`: `/healthz`, `/readyz` and `/metrics`, which need no token.
@@ -21,7 +25,9 @@
 mod actions;
 mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod counts;
+mod dead_letters;
 mod events;
 mod health;
 pub mod problem;
@@ -55,6 +61,8 @@ pub struct AppState {
     pub amqp_url: String,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// How large and how fast bulk jobs may be.
+    pub bulk: bulk::BulkLimits,
     /// Live workflows by status and step, refreshed in the background.
     pub counts: counts::LiveCounts,
     /// The Salesforce subscriber's streams, when it runs.
@@ -91,8 +99,40 @@ pub fn router(state: AppState) -> Router {
             auth::require(tokens, Access::Act, post(actions::act)),
         )
         .route(
+            "/bulk-actions",
+            auth::require(tokens, Access::Admin, post(bulk::plan)),
+        )
+        .route(
+            "/bulk-actions/{id}",
+            auth::require(tokens, Access::Admin, get(bulk::show)),
+        )
+        .route(
+            "/bulk-actions/{id}/run",
+            auth::require(tokens, Access::Admin, post(bulk::run)),
+        )
+        .route(
+            "/bulk-actions/{id}/cancel",
+            auth::require(tokens, Access::Admin, post(bulk::cancel)),
+        )
+        .route(
             "/audit",
             auth::require(tokens, Access::Admin, get(audit::export)),
+        )
+        .route(
+            "/dead-letters",
+            auth::require(tokens, Access::Admin, get(dead_letters::list)),
+        )
+        .route(
+            "/dead-letters/{id}",
+            auth::require(tokens, Access::Admin, get(dead_letters::inspect)),
+        )
+        .route(
+            "/dead-letters/{id}/replay",
+            auth::require(tokens, Access::Admin, post(dead_letters::replay)),
+        )
+        .route(
+            "/dead-letters/{id}/discard",
+            auth::require(tokens, Access::Admin, post(dead_letters::discard)),
         )
         .route(
             "/salesforce/subscriptions",

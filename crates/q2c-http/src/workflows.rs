@@ -39,6 +39,54 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+impl ListQuery {
+    /// The filter the query asks for, or what is wrong with it; `now` is
+    /// what "stuck for" counts back from.
+    pub(crate) fn filter(&self, now: DateTime<Utc>) -> Result<Filter, String> {
+        if let Some(status) = &self.status
+            && !Status::ALL.iter().any(|known| known.as_str() == status)
+        {
+            let known: Vec<&str> = Status::ALL.iter().map(|known| known.as_str()).collect();
+            return Err(format!(
+                "status `{status}` is not one of {}",
+                known.join(", ")
+            ));
+        }
+        let stuck = match self.stuck.as_deref().map(humantime::parse_duration) {
+            None => None,
+            Some(Ok(duration)) => Some(stuck_since(now, duration)),
+            Some(Err(error)) => {
+                return Err(format!(
+                    "stuck `{}` is not a duration such as `2h` or `30m`: {error}",
+                    self.stuck.as_deref().unwrap_or_default()
+                ));
+            }
+        };
+        if self.reference_field.is_some() && self.reference.is_none() {
+            return Err("reference_field needs a reference to look for".to_owned());
+        }
+        Ok(Filter {
+            quote_id: self.quote_id.clone(),
+            account_id: self.account_id.clone(),
+            status: self.status.clone(),
+            step: self.step.clone(),
+            paused: self.paused,
+            reference: self.reference.clone(),
+            reference_field: self.reference_field.clone(),
+            created_from: self.created_from,
+            created_until: self.created_until,
+            updated_from: self.updated_from,
+            updated_until: self.updated_until,
+            stuck_since: stuck,
+        })
+    }
+
+    /// Whether it asks for paging, which only a list has.
+    pub(crate) fn pages(&self) -> bool {
+        self.order.is_some() || self.cursor.is_some() || self.limit.is_some()
+    }
+}
+
 /// The most workflows one page holds.
 const MAX_PAGE: i64 = 1000;
 
@@ -53,15 +101,6 @@ pub async fn list(
         Ok(Query(query)) => query,
         Err(rejection) => return invalid_query(rejection.body_text()),
     };
-    if let Some(status) = &query.status
-        && !Status::ALL.iter().any(|known| known.as_str() == status)
-    {
-        let known: Vec<&str> = Status::ALL.iter().map(|known| known.as_str()).collect();
-        return invalid_query(format!(
-            "status `{status}` is not one of {}",
-            known.join(", ")
-        ));
-    }
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return invalid_query(format!("limit must be from 1 to {MAX_PAGE}, not {limit}"));
@@ -78,32 +117,9 @@ pub async fn list(
         Some(Ok(cursor)) => Some(cursor),
         Some(Err(bad)) => return invalid_query(bad.to_string()),
     };
-    let stuck_since = match query.stuck.as_deref().map(humantime::parse_duration) {
-        None => None,
-        Some(Ok(duration)) => Some(stuck_since(Utc::now(), duration)),
-        Some(Err(error)) => {
-            return invalid_query(format!(
-                "stuck `{}` is not a duration such as `2h` or `30m`: {error}",
-                query.stuck.as_deref().unwrap_or_default()
-            ));
-        }
-    };
-    if query.reference_field.is_some() && query.reference.is_none() {
-        return invalid_query("reference_field needs a reference to look for".to_owned());
-    }
-    let filter = Filter {
-        quote_id: query.quote_id,
-        account_id: query.account_id,
-        status: query.status,
-        step: query.step,
-        paused: query.paused,
-        reference: query.reference,
-        reference_field: query.reference_field,
-        created_from: query.created_from,
-        created_until: query.created_until,
-        updated_from: query.updated_from,
-        updated_until: query.updated_until,
-        stuck_since,
+    let filter = match query.filter(Utc::now()) {
+        Ok(filter) => filter,
+        Err(problem) => return invalid_query(problem),
     };
     match state
         .store

@@ -430,7 +430,10 @@ async fn the_audit_export_names_who_did_what_and_why_as_json_and_csv(pool: PgPoo
         .filter(|line| !line.is_empty())
         .collect();
     assert_eq!(lines.len(), 3, "{}", csv.text);
-    assert!(lines[0].starts_with("id,at,actor,role,workflow_id,bulk_job_id,dead_letter_id,action,reason,"));
+    assert!(
+        lines[0]
+            .starts_with("id,at,actor,role,workflow_id,bulk_job_id,dead_letter_id,action,reason,")
+    );
     assert!(
         lines[1].contains(",otto,operator,")
             && lines[1].contains("\"customer gave a new card, \"\"4242\"\"\""),

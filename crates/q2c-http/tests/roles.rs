@@ -56,7 +56,7 @@ const PAUSE_UNKNOWN: &str = "/api/v1/workflows/00000000-0000-0000-0000-000000000
 /// is invalid (422), a workflow nobody started is not found (404), an
 /// action without a body lacks its reason (400).
 #[rustfmt::skip]
-const MATRIX: [(Method, &str, [Expect; 7]); 8] = [
+const MATRIX: [(Method, &str, [Expect; 7]); 16] = [
     //                                               none wrong ingest         viewer         operator       admin          legacy
     (Method::POST, "/api/v1/events",                   [U, U, Allowed(422), F,             F,             Allowed(422), Allowed(422)]),
     (Method::GET,  "/api/v1/workflows",                [U, U, F,            Allowed(200), Allowed(200), Allowed(200), Allowed(200)]),
@@ -66,6 +66,14 @@ const MATRIX: [(Method, &str, [Expect; 7]); 8] = [
     (Method::GET,  "/api/v1/salesforce/subscriptions", [U, U, F,            Allowed(200), Allowed(200), Allowed(200), Allowed(200)]),
     (Method::POST, PAUSE_UNKNOWN,                      [U, U, F,            F,             Allowed(400), Allowed(400), Allowed(400)]),
     (Method::GET,  "/api/v1/audit",                    [U, U, F,            F,             F,             Allowed(200), Allowed(200)]),
+    (Method::POST, "/api/v1/bulk-actions",             [U, U, F,            F,             F,             Allowed(400), Allowed(400)]),
+    (Method::GET,  "/api/v1/bulk-actions/1",           [U, U, F,            F,             F,             Allowed(404), Allowed(404)]),
+    (Method::POST, "/api/v1/bulk-actions/1/run",       [U, U, F,            F,             F,             Allowed(404), Allowed(404)]),
+    (Method::POST, "/api/v1/bulk-actions/1/cancel",    [U, U, F,            F,             F,             Allowed(404), Allowed(404)]),
+    (Method::GET,  "/api/v1/dead-letters",             [U, U, F,            F,             F,             Allowed(200), Allowed(200)]),
+    (Method::GET,  "/api/v1/dead-letters/1",           [U, U, F,            F,             F,             Allowed(404), Allowed(404)]),
+    (Method::POST, "/api/v1/dead-letters/1/replay",    [U, U, F,            F,             F,             Allowed(400), Allowed(400)]),
+    (Method::POST, "/api/v1/dead-letters/1/discard",   [U, U, F,            F,             F,             Allowed(400), Allowed(400)]),
 ];
 
 /// What needs no token, whoever calls: `/readyz` is 503 because the
@@ -102,6 +110,7 @@ fn state(pool: PgPool) -> AppState {
         amqp_url: "amqp://127.0.0.1:1/%2f".into(),
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         counts: Default::default(),
+        bulk: Default::default(),
         salesforce: None,
     }
 }

@@ -356,14 +356,8 @@ fn delivery_count(delivery: &Delivery) -> i64 {
     redeliveries + 1
 }
 
+/// The delivery's properties, headers included, kept so that a replay can
+/// publish the message again exactly as it came.
 fn properties_json(delivery: &Delivery) -> serde_json::Value {
-    let properties = &delivery.properties;
-    serde_json::json!({
-        "message_id": properties.message_id().as_ref().map(ToString::to_string),
-        "type": properties.kind().as_ref().map(ToString::to_string),
-        "correlation_id": properties.correlation_id().as_ref().map(ToString::to_string),
-        "content_type": properties.content_type().as_ref().map(ToString::to_string),
-        "headers": properties.headers().as_ref().map(|headers| format!("{headers:?}")),
-        "redelivered": delivery.redelivered,
-    })
+    q2c_contract::properties::record(&delivery.properties, delivery.redelivered)
 }

@@ -8,11 +8,13 @@
 //!   commits; dead-letters what cannot be processed.
 //! - [`timers`]: fires timeouts, backoffs and deadlines when they are due.
 //! - [`replies`]: turns reply envelopes into saga events.
+//! - [`bulk`]: works through running bulk jobs at their rate.
 //! - [`clock`], [`crash`]: the time source, and crash injection for tests.
 //!
 //! [`run`] wires them to one broker connection and one shutdown token, and
 //! [`serve`] keeps them running across broker outages until shutdown.
 
+pub mod bulk;
 pub mod clock;
 pub mod consumer;
 pub mod crash;
@@ -25,12 +27,14 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 use q2c_contract::Topology;
+use q2c_store::bulk::BULK_CHANNEL;
 use q2c_store::{OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::bulk::BulkSettings;
 use crate::clock::SystemClock;
 use crate::consumer::{ConsumerSettings, ReplyConsumer};
 use crate::crash::CrashSwitch;
@@ -50,6 +54,8 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     /// The timer loop's pacing.
     pub timers: TimerSettings,
+    /// How bulk jobs are worked through.
+    pub bulk: BulkSettings,
     /// Crash injection (tests only).
     pub crash: CrashSwitch,
     /// This process's identity, e.g. as the owner of outbox leases.
@@ -112,6 +118,7 @@ pub async fn run(
 
     let relay_wake = Arc::new(Notify::new());
     let timers_wake = Arc::new(Notify::new());
+    let bulk_wake = Arc::new(Notify::new());
     let stop = shutdown.child_token();
     let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
 
@@ -152,7 +159,29 @@ pub async fn run(
                 .map_err(Error::from)
         }
     });
-    tasks.spawn(listen(store, relay_wake, timers_wake, stop.clone()));
+    tasks.spawn({
+        let (store, settings, owner, bulk_wake, stop) = (
+            store.clone(),
+            settings.bulk,
+            settings.instance,
+            bulk_wake.clone(),
+            stop.clone(),
+        );
+        async move {
+            bulk::run(store, SystemClock, settings, owner, bulk_wake, stop)
+                .await
+                .map_err(Error::from)
+        }
+    });
+    tasks.spawn(listen(
+        store,
+        Wakes {
+            relay: relay_wake,
+            timers: timers_wake,
+            bulk: bulk_wake,
+        },
+        stop.clone(),
+    ));
     tracing::info!(prefix = settings.topology.prefix(), "runtime started");
 
     let mut outcome = Ok(());
@@ -227,18 +256,21 @@ pub async fn serve(store: Store, settings: Settings, shutdown: CancellationToken
     }
 }
 
-/// Forwards commits of other processes (NOTIFY) to the relay and timers.
-async fn listen(
-    store: Store,
-    relay_wake: Arc<Notify>,
-    timers_wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
+/// Who to wake when a commit announces work.
+struct Wakes {
+    relay: Arc<Notify>,
+    timers: Arc<Notify>,
+    bulk: Arc<Notify>,
+}
+
+/// Forwards commits (NOTIFY, this process's and others') to the relay, the
+/// timers and the bulk runner.
+async fn listen(store: Store, wakes: Wakes, shutdown: CancellationToken) -> Result<(), Error> {
     let mut listener = PgListener::connect_with(store.pool())
         .await
         .map_err(Error::Listen)?;
     listener
-        .listen_all([OUTBOX_CHANNEL, TIMERS_CHANNEL])
+        .listen_all([OUTBOX_CHANNEL, TIMERS_CHANNEL, BULK_CHANNEL])
         .await
         .map_err(Error::Listen)?;
     loop {
@@ -247,8 +279,9 @@ async fn listen(
             notification = listener.recv() => notification.map_err(Error::Listen)?,
         };
         match notification.channel() {
-            OUTBOX_CHANNEL => relay_wake.notify_one(),
-            _ => timers_wake.notify_one(),
+            OUTBOX_CHANNEL => wakes.relay.notify_one(),
+            BULK_CHANNEL => wakes.bulk.notify_one(),
+            _ => wakes.timers.notify_one(),
         }
     }
 }

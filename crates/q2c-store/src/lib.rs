@@ -11,11 +11,14 @@
 //! - [`outbox`]: claiming commands to publish, with a lease, and marking
 //!   them sent once the broker has confirmed them.
 //! - [`timers`]: finding timers that are due.
-//! - [`dead_letters`]: keeping messages that could not be processed.
+//! - [`dead_letters`]: keeping messages that could not be processed, and
+//!   marking them replayed or discarded, audited.
 //! - [`intake`]: admitting platform events once each, with the stream
 //!   position they came from.
 //! - [`queries`]: listing workflows and reading their history.
 //! - [`operators`]: operator actions on one workflow, and their audit trail.
+//! - [`bulk`]: one action over many workflows, planned by a dry run and run
+//!   as a durable job.
 //! - [`idempotency`]: answers to requests that carried an idempotency key.
 //! - [`positions`]: positions in Salesforce event streams, and their moves.
 //! - [`topic_locks`]: one subscriber per Salesforce topic across processes.
@@ -26,6 +29,7 @@
 //! `SKIP LOCKED` where work is claimed), and every workflow row carries a
 //! version bumped by each transition.
 
+pub mod bulk;
 pub mod dead_letters;
 pub mod idempotency;
 pub mod intake;
@@ -126,6 +130,14 @@ pub enum Error {
     CorruptPosition {
         /// The Salesforce topic.
         topic: String,
+    },
+    /// A stored bulk job cannot be read back.
+    #[error("bulk job {id} is unreadable: {reason}")]
+    CorruptJob {
+        /// The job.
+        id: i64,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A stored record could not be read back; the row needs a person.
     #[error("workflow {workflow_id}: stored record is unreadable: {reason}")]

@@ -260,7 +260,7 @@ impl Store {
     }
 }
 
-async fn act_in(
+pub(crate) async fn act_in(
     tx: &mut Transaction<'_, Postgres>,
     action: &ActionRequest,
     now: DateTime<Utc>,
@@ -337,24 +337,23 @@ async fn record(
         Outcome::UnknownWorkflow => return Ok(()),
     };
     let operator = &action.operator;
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, role, workflow_id, action, reason, input, \
-         state_before, state_after, result, detail, bulk_job_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    append_audit(
+        tx,
+        &AuditRow {
+            at: now,
+            operator,
+            workflow_id: Some(*action.workflow_id.as_uuid()),
+            bulk_job_id: action.bulk_job,
+            dead_letter_id: None,
+            action: action.request.action().as_str(),
+            reason: &action.reason,
+            input: carried(&action.request),
+            state_before: before,
+            state_after: after,
+            result: outcome.result_name(),
+            detail: detail.as_deref(),
+        },
     )
-    .bind(now)
-    .bind(&operator.name)
-    .bind(&operator.role)
-    .bind(action.workflow_id.as_uuid())
-    .bind(action.request.action().as_str())
-    .bind(&action.reason)
-    .bind(carried(&action.request))
-    .bind(sqlx::types::Json(before))
-    .bind(sqlx::types::Json(after))
-    .bind(outcome.result_name())
-    .bind(detail.as_deref())
-    .bind(action.bulk_job)
-    .execute(&mut *tx)
     .await?;
     if matches!(outcome, Outcome::Applied { .. }) {
         let step = saga
@@ -379,6 +378,64 @@ async fn record(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// One row to append to the audit trail: what every audited action
+/// writes, whether it concerns a workflow or a dead letter.
+pub(crate) struct AuditRow<'a, S: Serialize> {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub operator: &'a Operator,
+    /// The workflow acted on, if any.
+    pub workflow_id: Option<Uuid>,
+    /// The bulk job acting, if any.
+    pub bulk_job_id: Option<i64>,
+    /// The dead letter acted on, if any.
+    pub dead_letter_id: Option<i64>,
+    /// The action's name.
+    pub action: &'a str,
+    /// Why, in the operator's words.
+    pub reason: &'a str,
+    /// What the action carried besides its reason.
+    pub input: Option<Value>,
+    /// The subject as the action found it.
+    pub state_before: &'a S,
+    /// The subject as the action left it.
+    pub state_after: &'a S,
+    /// What came of it (`applied`, `not_allowed`, ...).
+    pub result: &'a str,
+    /// The refusal's or failure's words.
+    pub detail: Option<&'a str>,
+}
+
+/// Appends one row to the audit trail, in the caller's transaction, so the
+/// row and the effect it records commit together or not at all.
+pub(crate) async fn append_audit<S: Serialize + Sync>(
+    tx: &mut PgConnection,
+    row: &AuditRow<'_, S>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, role, workflow_id, action, reason, input, \
+         state_before, state_after, result, detail, bulk_job_id, dead_letter_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(row.at)
+    .bind(&row.operator.name)
+    .bind(&row.operator.role)
+    .bind(row.workflow_id)
+    .bind(row.action)
+    .bind(row.reason)
+    .bind(&row.input)
+    .bind(sqlx::types::Json(row.state_before))
+    .bind(sqlx::types::Json(row.state_after))
+    .bind(row.result)
+    .bind(row.detail)
+    .bind(row.bulk_job_id)
+    .bind(row.dead_letter_id)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -267,7 +267,7 @@ impl Store {
     }
 }
 
-fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &Filter) {
+pub(crate) fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &Filter) {
     let mut equal = |column: &str, value: &Option<String>| {
         if let Some(value) = value {
             query

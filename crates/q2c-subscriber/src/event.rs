@@ -105,7 +105,7 @@ async fn dead_letter(
     let letter = DeadLetter {
         message_id: Some(event.id.clone()).filter(|id| !id.is_empty()),
         reason: reason.clone(),
-        exchange: "salesforce".to_owned(),
+        exchange: q2c_store::dead_letters::SALESFORCE_EXCHANGE.to_owned(),
         routing_key: topic.name.clone(),
         headers: json!({
             "event_id": event.id,

@@ -85,6 +85,7 @@ pub fn app(pool: PgPool) -> axum::Router {
         amqp_url: "amqp://127.0.0.1:1/%2f".into(),
         metrics: PrometheusBuilder::new().build_recorder().handle(),
         counts: Default::default(),
+        bulk: Default::default(),
         salesforce: None,
     })
 }
@@ -226,6 +227,16 @@ pub async fn post(
     send(app, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
+/// A POST of a JSON body to any path, as `token`.
+pub async fn post_to(app: &axum::Router, path: &str, body: &Value, token: &str) -> Answer {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    send(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
 pub async fn get(app: &axum::Router, path: &str, token: &str, accept: Option<&str>) -> Answer {
     let mut request = Request::builder()
         .uri(path)
@@ -244,4 +255,30 @@ pub async fn detail(app: &axum::Router, id: Uuid) -> Value {
 
 pub fn reason() -> Value {
     json!({"reason": "on-call repair"})
+}
+
+/// As [`app`], but dead-letter replays reach the broker at `amqp_url`.
+pub fn app_with_broker(pool: PgPool, amqp_url: &str) -> axum::Router {
+    q2c_http::router(AppState {
+        store: Store::new(pool),
+        definition: compensating(),
+        tokens: tokens(),
+        amqp_url: amqp_url.to_owned(),
+        metrics: PrometheusBuilder::new().build_recorder().handle(),
+        counts: Default::default(),
+        bulk: Default::default(),
+        salesforce: None,
+    })
+}
+
+/// A POST of a JSON body to `path` with `token`.
+pub async fn post_json(app: &axum::Router, path: &str, token: &str, body: &Value) -> Answer {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(app, request).await
 }
