@@ -16,4 +16,15 @@ amqp_url=$(sed -n 's/^export AMQP_URL=//p' <<<"$defaults")
 export DATABASE_URL="${DATABASE_URL:-$database_url}"
 export AMQP_URL="${AMQP_URL:-$amqp_url}"
 
+# The OpenAPI test validates the document with the PyPI package
+# openapi-spec-validator, kept in a virtual environment beside the build.
+if [ -z "${Q2C_OPENAPI_VALIDATOR:-}" ]; then
+  venv=target/openapi-venv
+  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'openapi-spec-validator==0.9.*'
+  fi
+  export Q2C_OPENAPI_VALIDATOR="$PWD/$venv/bin/openapi-spec-validator"
+fi
+
 cargo nextest run --workspace --locked --profile "${Q2C_TEST_PROFILE:-default}" "$@"

@@ -1,5 +1,6 @@
 //! `q2c`: the quote-to-cash workflow orchestrator.
 
+mod client;
 mod salesforce;
 mod settings;
 mod workflows;
@@ -69,6 +70,38 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Find, read and repair workflows through the running server's API
+    /// (Q2C_API_URL; token from --token, Q2C_CLI_TOKEN or Q2C_API_TOKEN).
+    Workflows {
+        #[command(flatten)]
+        connection: client::http::Connection,
+        #[command(subcommand)]
+        command: client::workflows::Command,
+    },
+    /// Bulk actions through the API: a dry run, then a run of exactly its
+    /// list (admin tokens).
+    Bulk {
+        #[command(flatten)]
+        connection: client::http::Connection,
+        #[command(subcommand)]
+        command: client::bulk::Command,
+    },
+    /// Dead letters through the API: list, show, replay, discard (admin
+    /// tokens).
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(flatten)]
+        connection: client::http::Connection,
+        #[command(subcommand)]
+        command: client::dead_letters::Command,
+    },
+    /// The audit trail of operator actions through the API (admin tokens).
+    Audit {
+        #[command(flatten)]
+        connection: client::http::Connection,
+        #[command(subcommand)]
+        command: client::audit::Command,
     },
 }
 
@@ -171,14 +204,47 @@ fn main() -> ExitCode {
             command: SalesforceCommand::Position { command },
         } => with_runtime(position(command)),
         Command::Token { command } => token(command),
+        Command::Workflows {
+            connection,
+            command,
+        } => api_client(&connection, client::Command::Workflows(command)),
+        Command::Bulk {
+            connection,
+            command,
+        } => api_client(&connection, client::Command::Bulk(command)),
+        Command::DeadLetters {
+            connection,
+            command,
+        } => api_client(&connection, client::Command::DeadLetters(command)),
+        Command::Audit {
+            connection,
+            command,
+        } => api_client(&connection, client::Command::Audit(command)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("q2c: {error:#}");
-            ExitCode::FAILURE
+            // The API client's failures have exit codes scripts rely on.
+            error
+                .downcast_ref::<client::Error>()
+                .map_or(ExitCode::FAILURE, |error| ExitCode::from(error.exit_code()))
         }
     }
+}
+
+/// Runs an API client command on a small runtime of its own, without
+/// logging, so stdout and stderr carry only what the command says.
+fn api_client(
+    connection: &client::http::Connection,
+    command: client::Command,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(client::run(connection, command))?;
+    Ok(())
 }
 
 fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -42,6 +42,24 @@ const MAX_KEY_CHARS: usize = 255;
 ///
 /// A retried request with the same `Idempotency-Key` gets the first answer,
 /// marked `Idempotent-Replayed: true`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/actions/{action}",
+    operation_id = "actions_act",
+    tag = "operators",
+    params(("id" = String, Path, description = "The workflow's id (a UUID)"), ("action" = String, Path, description = "resume, retry, skip, cancel, terminate, pause or unpause"), ("If-Match" = Option<String>, Header, description = "The version the request is based on"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe for 24 hours")),
+    request_body = ActionRequestBody,
+    responses(
+        (status = 200, description = "Applied: where the workflow now stands", body = serde_json::Value),
+        (status = 400, description = "Malformed request", body = Problem),
+        (status = 404, description = "No such workflow or action", body = Problem),
+        (status = 409, description = "Not allowed now: status, step and allowed_actions", body = Problem),
+        (status = 412, description = "If-Match names an older version", body = Problem),
+        (status = 422, description = "Refused content, or an Idempotency-Key reused for another request", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn act(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -141,6 +159,19 @@ pub async fn act(
         .into_response(),
         Err(error) => Problem::internal(&error).into_response(),
     }
+}
+
+/// The body of an action, as the API documents it; [`ActionBody::parse`]
+/// is what reads it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ActionRequestBody {
+    /// Why, for the audit trail; required.
+    reason: String,
+    /// `resume` only: a JSON merge patch to the halted step's input.
+    input: Option<Value>,
+    /// `skip` only: the step's output, checked against the definition.
+    output: Option<Value>,
 }
 
 /// A checked request body.

@@ -20,8 +20,9 @@ const DEFAULT_LIMIT: i64 = 500;
 const MAX_LIMIT: i64 = 10_000;
 
 /// Query parameters: filters and paging.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     workflow_id: Option<Uuid>,
     actor: Option<String>,
@@ -34,6 +35,19 @@ pub struct AuditQuery {
 /// Oldest first. JSON has `items` and, when the page is full, `next_after`
 /// to pass as `after` for the next page (also the `Q2C-Next-After` header);
 /// with `Accept: text/csv` the same rows come as CSV with a header line.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    operation_id = "audit_export",
+    tag = "operators",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit rows, oldest first, as JSON or (Accept: text/csv) CSV", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "Malformed query", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -46,9 +46,9 @@ impl Default for BulkLimits {
 }
 
 /// The dry run's request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlanBody {
+pub struct PlanBody {
     action: String,
     reason: String,
     filter: Value,
@@ -60,6 +60,20 @@ struct PlanBody {
 /// `POST /api/v1/bulk-actions`: the dry run. 201 with the job and exactly
 /// the workflows it would touch; 422 when the filter matches more than a
 /// job may touch; 400 for a malformed request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bulk-actions",
+    operation_id = "bulk_plan",
+    tag = "bulk actions",
+    request_body = PlanBody,
+    responses(
+        (status = 201, description = "The dry run: the job and exactly the workflows it would touch", body = serde_json::Value),
+        (status = 400, description = "Malformed request", body = Problem),
+        (status = 422, description = "The filter matches too many workflows", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn plan(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -158,6 +172,19 @@ fn parse(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Plan, String>
 
 /// `GET /api/v1/bulk-actions/{id}`: the job, its progress by result, and
 /// every workflow with what came of it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bulk-actions/{id}",
+    operation_id = "bulk_show",
+    tag = "bulk actions",
+    params(("id" = i64, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job, its progress and every workflow with its result", body = serde_json::Value),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return unknown(&id);
@@ -171,6 +198,20 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 
 /// `POST /api/v1/bulk-actions/{id}/run`: 202 once the job runs; 409 unless
 /// it was planned.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bulk-actions/{id}/run",
+    operation_id = "bulk_run",
+    tag = "bulk actions",
+    params(("id" = i64, Path, description = "The job")),
+    responses(
+        (status = 202, description = "Running", body = serde_json::Value),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "Not planned", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return unknown(&id);
@@ -185,6 +226,20 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 
 /// `POST /api/v1/bulk-actions/{id}/cancel`: 200 once cancelled; 409 if it
 /// has already ended.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bulk-actions/{id}/cancel",
+    operation_id = "bulk_cancel",
+    tag = "bulk actions",
+    params(("id" = i64, Path, description = "The job")),
+    responses(
+        (status = 200, description = "Cancelled", body = serde_json::Value),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "Already ended", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return unknown(&id);

@@ -80,6 +80,17 @@ impl LiveCounts {
 
 /// `GET /api/v1/workflows/counts`: live workflows by status and step, with
 /// when they were counted and how long ago.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/counts",
+    operation_id = "counts_live",
+    tag = "workflows",
+    responses(
+        (status = 200, description = "Live workflows by status and step, with their age", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn live(State(state): State<AppState>) -> Response {
     if state.counts.latest.read().await.is_none()
         && let Err(error) = state.counts.refresh(&state.store).await

@@ -52,8 +52,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Query parameters of the list. Unknown ones are refused, so a mistyped
 /// filter never silently lists everything.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `open` (the default), `replayed`, `discarded` or `all`.
     state: Option<String>,
@@ -72,9 +73,30 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+/// The body of a replay or a discard, as the API documents it.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ReasonBody {
+    /// Why, for the audit trail; required.
+    reason: String,
+}
+
 /// `GET /api/v1/dead-letters`: open letters unless `state` says otherwise,
 /// newest first, a page at a time (`next_cursor` goes into the next
 /// request's `cursor`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letters",
+    operation_id = "dead_letters_list",
+    tag = "dead letters",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of dead letters and the next cursor", body = serde_json::Value),
+        (status = 400, description = "Malformed query", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -155,6 +177,20 @@ pub async fn list(
 /// `GET /api/v1/dead-letters/{id}`: one letter whole: where it was
 /// published, its properties and headers, its body (as JSON when it is,
 /// and always as base64), its state and its history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letters/{id}",
+    operation_id = "dead_letters_inspect",
+    tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter")),
+    responses(
+        (status = 200, description = "The letter whole, with its history", body = serde_json::Value),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such letter", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(id) = letter_id(&id) else {
         return invalid_id(&id);
@@ -190,6 +226,25 @@ pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> R
 ///   the broker cannot be reached or did not confirm in time; the letter
 ///   is unchanged, and the failure audited;
 /// - 400 for a malformed request, 404 for an unknown letter.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letters/{id}/replay",
+    operation_id = "dead_letters_replay",
+    tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Replayed and confirmed by the broker", body = serde_json::Value),
+        (status = 400, description = "Malformed request", body = Problem),
+        (status = 404, description = "No such letter", body = Problem),
+        (status = 409, description = "Discarded, or not a broker message", body = Problem),
+        (status = 422, description = "Its kept properties are unreadable", body = Problem),
+        (status = 502, description = "The broker refused or could not route it", body = Problem),
+        (status = 503, description = "The broker is unreachable", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -421,6 +476,22 @@ fn publish_problem(error: &publish::Error, letter: &Stored) -> Problem {
 /// with the letter now `discarded` (kept, and audited); 409
 /// `action-not-allowed` when it is already discarded or was replayed; 400
 /// for a malformed request, 404 for an unknown letter.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letters/{id}/discard",
+    operation_id = "dead_letters_discard",
+    tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Discarded (kept, audited)", body = serde_json::Value),
+        (status = 400, description = "Malformed request", body = Problem),
+        (status = 404, description = "No such letter", body = Problem),
+        (status = 409, description = "Already discarded or replayed", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn discard(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

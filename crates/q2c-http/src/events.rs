@@ -24,6 +24,21 @@ use crate::problem::Problem;
 /// - 200 with the first answer, body unchanged, for an event id seen before
 ///   (checked first, before validation), whichever transport admitted it;
 /// - 422 naming every bad field, with nothing stored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    operation_id = "events_accept",
+    tag = "intake",
+    request_body(content = serde_json::Value, description = "A Salesforce quote-accepted platform event"),
+    responses(
+        (status = 202, description = "Started a workflow", body = serde_json::Value),
+        (status = 200, description = "An event id seen before: its first answer", body = serde_json::Value),
+        (status = 409, description = "The quote has a live workflow, or was cancelled", body = Problem),
+        (status = 422, description = "Invalid event: every bad field named", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn accept(State(state): State<AppState>, body: Bytes) -> Response {
     if let Some(event_uuid) = event_uuid_of(&body) {
         match state.store.earlier_admission(&event_uuid).await {

@@ -12,11 +12,32 @@ use serde_json::json;
 use crate::AppState;
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health_healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process is alive", body = serde_json::Value)
+    ),
+    security(())
+)]
 pub async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
 }
 
 /// Postgres and RabbitMQ are reachable: 200, else 503 saying which is not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "health_readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Postgres and RabbitMQ answer", body = serde_json::Value),
+        (status = 503, description = "A dependency does not answer", body = serde_json::Value)
+    ),
+    security(())
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let postgres = sqlx::query("SELECT 1").execute(state.store.pool());
     let postgres = tokio::time::timeout(Duration::from_secs(2), postgres)
@@ -50,6 +71,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text format. The outbox gauges are read at scrape time, so
 /// they are exact whichever process is scraped.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "health_metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain")
+    ),
+    security(())
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(backlog) = state.store.outbox_backlog().await {
         metrics::gauge!("q2c_outbox_backlog").set(backlog.unsent as f64);

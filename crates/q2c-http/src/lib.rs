@@ -30,6 +30,7 @@ pub mod counts;
 mod dead_letters;
 mod events;
 mod health;
+pub mod openapi;
 pub mod problem;
 mod salesforce;
 mod workflows;
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         );
     Router::new()
         .nest("/api/v1", api)
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

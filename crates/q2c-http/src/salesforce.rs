@@ -2,6 +2,7 @@
 //! Salesforce, per topic: stream state, events received, lag, reconnects by
 //! cause, and how old the stored position is.
 
+use crate::problem::Problem;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
@@ -9,6 +10,17 @@ use serde_json::{Value, json};
 use crate::AppState;
 
 /// Every topic's status; `enabled: false` when no subscriber is configured.
+#[utoipa::path(
+    get,
+    path = "/api/v1/salesforce/subscriptions",
+    operation_id = "salesforce_subscriptions",
+    tag = "salesforce",
+    responses(
+        (status = 200, description = "The Salesforce streams' state", body = serde_json::Value),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
     Json(match &state.salesforce {
         Some(subscriptions) => json!({

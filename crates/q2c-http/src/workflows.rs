@@ -18,8 +18,9 @@ use crate::problem::Problem;
 
 /// Query parameters of the list. Unknown ones are refused, so a mistyped
 /// filter never silently lists everything.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     quote_id: Option<String>,
     account_id: Option<String>,
@@ -93,6 +94,19 @@ const MAX_PAGE: i64 = 1000;
 /// `GET /api/v1/workflows`: filtered by any of the query's fields, newest
 /// first unless `order=oldest`, a page at a time (`next_cursor` goes into
 /// the next request's `cursor`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    operation_id = "workflows_list",
+    tag = "workflows",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of workflows and the next cursor", body = serde_json::Value),
+        (status = 400, description = "An unknown or malformed filter", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -136,8 +150,9 @@ pub async fn list(
 }
 
 /// Query parameters of a history page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     after: Option<i64>,
     limit: Option<i64>,
@@ -146,6 +161,20 @@ pub struct HistoryQuery {
 /// `GET /api/v1/workflows/{id}/history?after=...&limit=...`: a long
 /// history a page at a time, oldest first; `next_after` goes into the next
 /// request's `after`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/history",
+    operation_id = "workflows_history",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id (a UUID)"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the history and the next `after`", body = serde_json::Value),
+        (status = 400, description = "Malformed id or query", body = Problem),
+        (status = 404, description = "No such workflow", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -210,6 +239,20 @@ fn invalid_query(detail: String) -> Response {
 }
 
 /// `GET /api/v1/workflows/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}",
+    operation_id = "workflows_detail",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id (a UUID)")),
+    responses(
+        (status = 200, description = "The workflow, its steps, allowed actions and history; the ETag is its version", body = serde_json::Value),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such workflow", body = Problem),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "The token's role does not reach this route", body = Problem)
+    )
+)]
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<Uuid>() else {
         return invalid_id(&id);
