@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// The longest reason kept.
@@ -56,8 +57,7 @@ const MAX_KEY_CHARS: usize = 255;
         (status = 409, description = "Not allowed now: status, step and allowed_actions", body = Problem),
         (status = 412, description = "If-Match names an older version", body = Problem),
         (status = 422, description = "Refused content, or an Idempotency-Key reused for another request", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn act(

@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use q2c_store::operators::{AuditEntry, AuditFilter};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// Rows per page unless the query asks for another number.
@@ -44,8 +45,7 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "Audit rows, oldest first, as JSON or (Accept: text/csv) CSV", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Malformed query", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn export(
@@ -56,24 +56,13 @@ pub async fn export(
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                "Invalid query",
-                rejection.body_text(),
-            )
-            .into_response();
+            return Problem::invalid_query(rejection.body_text()).into_response();
         }
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query",
-            format!("limit must be from 1 to {MAX_LIMIT}, not {limit}"),
-        )
-        .into_response();
+        return Problem::invalid_query(format!("limit must be from 1 to {MAX_LIMIT}, not {limit}"))
+            .into_response();
     }
     let filter = AuditFilter {
         workflow_id: query.workflow_id,

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 use crate::workflows::ListQuery;
 
@@ -70,8 +71,7 @@ pub struct PlanBody {
         (status = 201, description = "The dry run: the job and exactly the workflows it would touch", body = serde_json::Value),
         (status = 400, description = "Malformed request", body = Problem),
         (status = 422, description = "The filter matches too many workflows", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn plan(
@@ -181,8 +181,7 @@ fn parse(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Plan, String>
     responses(
         (status = 200, description = "The job, its progress and every workflow with its result", body = serde_json::Value),
         (status = 404, description = "No such job", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {
@@ -208,8 +207,7 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resp
         (status = 202, description = "Running", body = serde_json::Value),
         (status = 404, description = "No such job", body = Problem),
         (status = 409, description = "Not planned", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Response {
@@ -236,8 +234,7 @@ pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         (status = 200, description = "Cancelled", body = serde_json::Value),
         (status = 404, description = "No such job", body = Problem),
         (status = 409, description = "Already ended", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {

@@ -20,6 +20,7 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// The latest counts; cheap to clone and share.
@@ -87,8 +88,7 @@ impl LiveCounts {
     tag = "workflows",
     responses(
         (status = 200, description = "Live workflows by status and step, with their age", body = serde_json::Value),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn live(State(state): State<AppState>) -> Response {

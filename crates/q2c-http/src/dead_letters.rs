@@ -33,6 +33,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// Letters per page unless the query asks for another number.
@@ -93,8 +94,7 @@ pub struct ReasonBody {
     responses(
         (status = 200, description = "A page of dead letters and the next cursor", body = serde_json::Value),
         (status = 400, description = "Malformed query", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn list(
@@ -187,8 +187,7 @@ pub async fn list(
         (status = 200, description = "The letter whole, with its history", body = serde_json::Value),
         (status = 400, description = "Malformed id", body = Problem),
         (status = 404, description = "No such letter", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Response {
@@ -241,8 +240,7 @@ pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> R
         (status = 422, description = "Its kept properties are unreadable", body = Problem),
         (status = 502, description = "The broker refused or could not route it", body = Problem),
         (status = 503, description = "The broker is unreachable", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn replay(
@@ -488,8 +486,7 @@ fn publish_problem(error: &publish::Error, letter: &Stored) -> Problem {
         (status = 400, description = "Malformed request", body = Problem),
         (status = 404, description = "No such letter", body = Problem),
         (status = 409, description = "Already discarded or replayed", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn discard(
@@ -607,13 +604,7 @@ fn not_allowed(action: &str, letter: &Stored, refusal: Refusal) -> Response {
 }
 
 fn invalid_query(detail: String) -> Response {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-query",
-        "Invalid query",
-        detail,
-    )
-    .into_response()
+    Problem::invalid_query(detail).into_response()
 }
 
 fn invalid_request(detail: String) -> Response {

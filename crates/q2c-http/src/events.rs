@@ -11,6 +11,7 @@ use q2c_store::intake::{Admission, Outcome, Source};
 use serde_json::json;
 
 use crate::AppState;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// The answers, each with an `outcome`:
@@ -35,8 +36,7 @@ use crate::problem::Problem;
         (status = 200, description = "An event id seen before: its first answer", body = serde_json::Value),
         (status = 409, description = "The quote has a live workflow, or was cancelled", body = Problem),
         (status = 422, description = "Invalid event: every bad field named", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn accept(State(state): State<AppState>, body: Bytes) -> Response {

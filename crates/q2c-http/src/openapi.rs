@@ -50,6 +50,21 @@ use crate::{actions, audit, bulk, counts, dead_letters, events, health, salesfor
 )]
 pub struct ApiDoc;
 
+/// What every route behind a token may answer before its handler runs.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// No valid token.
+    #[response(status = 401, description = "No valid token")]
+    Unauthorized(Problem),
+    /// The token's role does not reach the route.
+    #[response(
+        status = 403,
+        description = "The token's role does not reach this route"
+    )]
+    Forbidden(Problem),
+}
+
 /// Every `/api/v1` route takes a bearer token; its role decides the rest.
 struct BearerToken;
 

@@ -55,6 +55,16 @@ impl Problem {
         )
     }
 
+    /// 400 for a query string that is malformed or names an unknown filter.
+    pub fn invalid_query(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query",
+            detail,
+        )
+    }
+
     /// 404 for a workflow id nobody started.
     pub fn unknown_workflow(id: impl std::fmt::Display) -> Self {
         Self::new(

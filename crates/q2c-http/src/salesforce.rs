@@ -2,7 +2,7 @@
 //! Salesforce, per topic: stream state, events received, lag, reconnects by
 //! cause, and how old the stored position is.
 
-use crate::problem::Problem;
+use crate::openapi::Refusals;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
@@ -17,8 +17,7 @@ use crate::AppState;
     tag = "salesforce",
     responses(
         (status = 200, description = "The Salesforce streams' state", body = serde_json::Value),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn subscriptions(State(state): State<AppState>) -> Json<Value> {

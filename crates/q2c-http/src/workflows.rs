@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::openapi::Refusals;
 use crate::problem::Problem;
 
 /// Query parameters of the list. Unknown ones are refused, so a mistyped
@@ -103,8 +104,7 @@ const MAX_PAGE: i64 = 1000;
     responses(
         (status = 200, description = "A page of workflows and the next cursor", body = serde_json::Value),
         (status = 400, description = "An unknown or malformed filter", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn list(
@@ -171,8 +171,7 @@ pub struct HistoryQuery {
         (status = 200, description = "A page of the history and the next `after`", body = serde_json::Value),
         (status = 400, description = "Malformed id or query", body = Problem),
         (status = 404, description = "No such workflow", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn history(
@@ -229,13 +228,7 @@ fn invalid_id(id: &str) -> Response {
 }
 
 fn invalid_query(detail: String) -> Response {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-query",
-        "Invalid query",
-        detail,
-    )
-    .into_response()
+    Problem::invalid_query(detail).into_response()
 }
 
 /// `GET /api/v1/workflows/{id}`
@@ -249,8 +242,7 @@ fn invalid_query(detail: String) -> Response {
         (status = 200, description = "The workflow, its steps, allowed actions and history; the ETag is its version", body = serde_json::Value),
         (status = 400, description = "Malformed id", body = Problem),
         (status = 404, description = "No such workflow", body = Problem),
-        (status = 401, description = "No valid token", body = Problem),
-        (status = 403, description = "The token's role does not reach this route", body = Problem)
+        Refusals
     )
 )]
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Response {
