@@ -129,7 +129,7 @@ async fn a_paused_workflow_holds_its_reply_and_moves_on_only_when_unpaused() {
     ))
     .unwrap();
     use_definition(&world, &shipped);
-    let sim = Sim::start(&world, &["--latency", "1500ms"]).await;
+    let sim = Sim::start(&world, &["--latency", "3s"]).await;
     let serve = world.serve(&[]).await;
     let api = Api::new(&serve.http);
 
@@ -138,6 +138,14 @@ async fn a_paused_workflow_holds_its_reply_and_moves_on_only_when_unpaused() {
             .await
             .body,
     );
+    // Paused once the ERP has the order (it answers 3 s later), so the
+    // command has left and its reply arrives while paused.
+    support::eventually("the ERP to receive the order", DEADLINE, || async {
+        sim.deliveries()
+            .iter()
+            .any(|delivery| delivery.workflow_id.to_string() == paused_one)
+    })
+    .await;
     let paused = api
         .act(
             &paused_one,
