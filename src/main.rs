@@ -50,6 +50,19 @@ enum Command {
     /// Run simulated ERP, billing, payment and Salesforce-status connectors
     /// that speak the message contract (AMQP_URL, Q2C_AMQP_PREFIX).
     Sim(SimArgs),
+    /// Measure the orchestrator end to end: a `q2c serve` of its own, the
+    /// simulated connectors answering at once, workflows posted to the
+    /// intake; figures printed only if every workflow ended right, every
+    /// effect happened once and durability is on. Needs DATABASE_URL (a
+    /// role that may create databases: the run gets one of its own) and
+    /// AMQP_URL. Build with --release for figures worth reading.
+    Bench {
+        /// Directory of `*.toml` workflow definitions.
+        #[arg(long, env = "Q2C_WORKFLOWS_DIR", default_value = "workflows")]
+        workflows_dir: PathBuf,
+        #[command(flatten)]
+        args: q2c_bench::BenchArgs,
+    },
     /// Run a connector against a real system (Q2C_SALESFORCE_*, AMQP_URL).
     Connect {
         #[command(subcommand)]
@@ -192,6 +205,10 @@ fn main() -> ExitCode {
             no_migrate,
         } => with_runtime(serve(workflows, no_migrate)),
         Command::Sim(args) => with_runtime(sim(args)),
+        Command::Bench {
+            workflows_dir,
+            args,
+        } => with_runtime_logging(bench(workflows_dir, args), "warn"),
         Command::Connect {
             system: ConnectCommand::Salesforce,
         } => with_runtime(connect_salesforce()),
@@ -248,7 +265,16 @@ fn api_client(
 }
 
 fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    init_logging();
+    with_runtime_logging(work, "info")
+}
+
+/// Runs `work` on a multi-threaded runtime, logging at `default_level`
+/// unless RUST_LOG says otherwise.
+fn with_runtime_logging(
+    work: impl Future<Output = anyhow::Result<()>>,
+    default_level: &str,
+) -> anyhow::Result<()> {
+    init_logging(default_level);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -256,9 +282,9 @@ fn with_runtime(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Resul
         .block_on(work)
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json = settings::optional("Q2C_LOG_FORMAT").is_some_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -656,6 +682,47 @@ async fn connect_salesforce() -> anyhow::Result<()> {
     served.await.context("the metrics server task")??;
     outcome?;
     tracing::info!("Salesforce connector stopped");
+    Ok(())
+}
+
+/// `q2c bench`: runs it and prints the report, or says why it printed no
+/// figures.
+async fn bench(workflows_dir: PathBuf, args: q2c_bench::BenchArgs) -> anyhow::Result<()> {
+    let definitions = workflows::load_dir(&workflows_dir).context("Q2C_WORKFLOWS_DIR")?;
+    let intake_name =
+        settings::optional("Q2C_INTAKE_WORKFLOW").unwrap_or_else(|| "quote-to-cash".into());
+    let Some((_, definition)) = definitions
+        .iter()
+        .find(|(_, definition)| definition.name() == intake_name)
+    else {
+        return Err(settings::invalid(
+            "Q2C_INTAKE_WORKFLOW",
+            format!(
+                "no workflow named `{intake_name}` in {}",
+                workflows_dir.display()
+            ),
+        )
+        .into());
+    };
+    let database_url = settings::required(
+        "DATABASE_URL",
+        "set it to a Postgres URL whose role may create databases",
+    )?;
+    let (amqp_url, _) = broker_settings()?;
+    let exe = std::env::current_exe().context("finding the q2c executable")?;
+    let target = q2c_bench::Target {
+        exe: &exe,
+        workflows_dir: &workflows_dir,
+        definition,
+        database_url: &database_url,
+        amqp_url: &amqp_url,
+    };
+    let report = q2c_bench::run(&args, &target).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
     Ok(())
 }
 

@@ -72,7 +72,7 @@ impl Sim {
     pub fn deliveries(&self) -> Vec<LedgerEntry> {
         self.entries()
             .into_iter()
-            .filter(|entry| matches!(entry.event, LedgerEvent::Delivery))
+            .filter(|entry| matches!(entry.event, LedgerEvent::Delivery { .. }))
             .collect()
     }
 

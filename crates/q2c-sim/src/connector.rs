@@ -170,7 +170,8 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery) -> Result<(), Error> {
         }
     };
 
-    let decision = decide(&shared, &command)?;
+    let persistent = delivery.properties.delivery_mode() == &Some(2);
+    let decision = decide(&shared, &command, persistent)?;
     let Decision::Reply { reply, cached, .. } = decision else {
         tracing::debug!(domain, key = %command.idempotency_key, attempt = command.attempt, "first attempt left unanswered");
         return ack(&delivery).await;
@@ -211,7 +212,7 @@ async fn handle(shared: Arc<Shared>, delivery: Delivery) -> Result<(), Error> {
 
 /// Decides under the lock, recording the delivery and any effect in the
 /// ledger before another delivery can decide.
-fn decide(shared: &Shared, command: &Envelope) -> Result<Decision, Error> {
+fn decide(shared: &Shared, command: &Envelope, persistent: bool) -> Result<Decision, Error> {
     let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
     let roll: f64 = state.rng.random();
     let decision = state
@@ -220,7 +221,7 @@ fn decide(shared: &Shared, command: &Envelope) -> Result<Decision, Error> {
     shared.ledger.record(LedgerEntry::about(
         shared.domain,
         command,
-        LedgerEvent::Delivery,
+        LedgerEvent::Delivery { persistent },
     ))?;
     if let Decision::Reply {
         effect: Some(effect),

@@ -8,7 +8,7 @@
 //! process can read it with [`read_ledger`] while the simulator runs:
 //!
 //! ```text
-//! {"at":"…","kind":"delivery","connector":"erp","message_id":"…","type":"erp.create_order","idempotency_key":"…","attempt":1,"workflow_id":"…","step":"create_order","undoes":null}
+//! {"at":"…","kind":"delivery","persistent":true,"connector":"erp","message_id":"…","type":"erp.create_order","idempotency_key":"…","attempt":1,"workflow_id":"…","step":"create_order","undoes":null}
 //! {"at":"…","kind":"effect",…,"effect":"order_created"}
 //! {"at":"…","kind":"effect",…,"effect":"status_reported","outcome":"completed"}
 //! {"at":"…","kind":"reply",…,"reply_type":"erp.create_order.succeeded","retryable":null,"cached":false}
@@ -22,6 +22,7 @@ use std::sync::{Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use q2c_contract::Envelope;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// One line of the ledger: what happened, to which command.
@@ -56,7 +57,12 @@ pub struct LedgerEntry {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LedgerEvent {
     /// A command was delivered (every delivery, even one left unanswered).
-    Delivery,
+    Delivery {
+        /// Whether it came with delivery mode 2 (persistent), as the
+        /// contract asks; ledgers written before this field read as true.
+        #[serde(default = "persistent_by_default")]
+        persistent: bool,
+    },
     /// The command took effect in the simulated system; at most once per key.
     Effect {
         /// Which effect.
@@ -95,6 +101,10 @@ pub enum EffectKind {
     PaymentRefunded,
     /// `salesforce.report_status`
     StatusReported,
+}
+
+fn persistent_by_default() -> bool {
+    true
 }
 
 impl LedgerEntry {
@@ -167,7 +177,14 @@ pub fn read_ledger(path: impl AsRef<Path>) -> Result<Vec<LedgerEntry>, LedgerErr
 #[derive(Debug)]
 pub(crate) struct Ledger {
     inner: Mutex<Inner>,
+    /// Every entry as it is recorded, for whoever drives the simulator
+    /// and must react to what it does (the benchmark's flow control).
+    tap: broadcast::Sender<LedgerEntry>,
 }
+
+/// Entries a slow [`crate::Sim::subscribe`]r may fall behind by before it
+/// is told it missed some.
+const TAP_CAPACITY: usize = 1 << 16;
 
 #[derive(Debug)]
 struct Inner {
@@ -197,6 +214,7 @@ impl Ledger {
                 entries: Vec::new(),
                 file,
             }),
+            tap: broadcast::Sender::new(TAP_CAPACITY),
         })
     }
 
@@ -214,8 +232,17 @@ impl Ledger {
                     source,
                 })?;
         }
+        if self.tap.receiver_count() > 0 {
+            // Nobody listening is not an error.
+            let _ = self.tap.send(entry.clone());
+        }
         inner.entries.push(entry);
         Ok(())
+    }
+
+    /// Every entry recorded from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<LedgerEntry> {
+        self.tap.subscribe()
     }
 
     /// A copy of every entry so far, in the order recorded.
@@ -256,9 +283,11 @@ mod tests {
     fn lines_have_the_documented_shape() {
         let mut forward = command();
         forward.undoes = None;
-        let delivery = LedgerEntry::about("erp", &forward, LedgerEvent::Delivery);
+        let delivery =
+            LedgerEntry::about("erp", &forward, LedgerEvent::Delivery { persistent: true });
         let line: Value = serde_json::to_value(&delivery).unwrap();
         assert_eq!(line["kind"], "delivery");
+        assert_eq!(line["persistent"], true);
         assert_eq!(line["connector"], "erp");
         assert_eq!(line["type"], "erp.cancel_order");
         assert_eq!(line["attempt"], 3);
@@ -293,7 +322,7 @@ mod tests {
         let path = directory.path().join("ledger.jsonl");
         let ledger = Ledger::open(Some(&path)).unwrap();
         let events = [
-            LedgerEvent::Delivery,
+            LedgerEvent::Delivery { persistent: false },
             LedgerEvent::Effect {
                 effect: EffectKind::OrderCancelled,
                 outcome: None,
@@ -315,7 +344,11 @@ mod tests {
         // Appends, never truncates.
         let again = Ledger::open(Some(&path)).unwrap();
         again
-            .record(LedgerEntry::about("erp", &command(), LedgerEvent::Delivery))
+            .record(LedgerEntry::about(
+                "erp",
+                &command(),
+                LedgerEvent::Delivery { persistent: true },
+            ))
             .unwrap();
         assert_eq!(read_ledger(&path).unwrap().len(), 4);
     }

@@ -108,6 +108,14 @@ impl Sim {
         self.ledger.entries()
     }
 
+    /// Every ledger entry recorded from now on, as it is recorded: for a
+    /// driver that reacts to the connectors (the benchmark starts the next
+    /// workflow when one reports its status). A receiver that falls far
+    /// behind is told how many entries it missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LedgerEntry> {
+        self.ledger.subscribe()
+    }
+
     /// Stops consuming, finishes the deliveries in hand (their replies are
     /// published and acked), and closes the connection. Returns the error
     /// that stopped the simulator earlier, if one did.

@@ -91,7 +91,7 @@ async fn concurrent_deliveries_of_one_key_take_effect_once() {
     let before_first_reply = about(&ledger, key)
         .iter()
         .take_while(|entry| !matches!(entry.event, LedgerEvent::Reply { .. }))
-        .filter(|entry| entry.event == LedgerEvent::Delivery)
+        .filter(|entry| matches!(entry.event, LedgerEvent::Delivery { .. }))
         .count();
     assert!(before_first_reply > 1, "deliveries were handled one by one");
     sim.shutdown().await.unwrap();
@@ -206,7 +206,7 @@ async fn a_lost_first_attempt_is_acked_unanswered_and_the_retry_is_answered() {
     eventually("attempt 1 delivered", || async {
         about(&sim.ledger(), &key)
             .iter()
-            .any(|entry| entry.event == LedgerEvent::Delivery)
+            .any(|entry| matches!(entry.event, LedgerEvent::Delivery { .. }))
     })
     .await;
 

@@ -1,0 +1,427 @@
+//! `q2c bench`: the orchestrator end to end under load (intake over HTTP,
+//! Postgres, RabbitMQ, simulated connectors answering at once), with its
+//! figures read from what it committed, checked before they are printed,
+//! and set beside the floors of the same database and broker.
+//!
+//! # Layout
+//!
+//! - [`environment`]: the run's own database and queues.
+//! - [`durability`]: the settings the figures rest on.
+//! - [`orchestrator`]: the `q2c serve` process under test.
+//! - [`load`]: the closed-loop load and the serial one.
+//! - [`figures`]: times from server timestamps, and percentiles.
+//! - [`verify`]: every workflow ended right, every effect once.
+//! - [`floors`]: the bare transaction and round trip, measured.
+//! - [`report`]: the table and the JSON.
+
+pub mod durability;
+pub mod environment;
+pub mod figures;
+pub mod floors;
+pub mod load;
+pub mod orchestrator;
+pub mod report;
+pub mod verify;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use q2c_core::definition::Definition;
+use q2c_sim::{LedgerEntry, LedgerEvent, Sim, SimSettings};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::durability::Durability;
+use crate::environment::Environment;
+use crate::load::Load;
+use crate::orchestrator::{Launch, Orchestrator};
+use crate::report::{Machine, Phase, Ratios, Report, RunShape};
+use crate::verify::Stored;
+
+pub use report::Report as BenchReport;
+
+/// How Postgres counts commits: a backend publishes its counts at most
+/// once a second, and within a second of going idle. Counters are read
+/// this long after the work they should include.
+const STATS_SETTLE: Duration = Duration::from_millis(1500);
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Workflows in the throughput phase (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    pub workflows: u32,
+    /// Workflows in flight at most in the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+    /// Workflows run first and left out of every figure.
+    #[arg(long, default_value_t = 200)]
+    pub warm_up: u32,
+    /// Workflows run one at a time after the throughput phase, for latency
+    /// without queueing (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    pub serial: u32,
+    /// Also measure the floors (bare transition transaction at 1 and 16
+    /// clients, bare confirmed request/reply) and print ratios to them.
+    #[arg(long)]
+    pub floors: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The orchestrator's RUST_LOG during the run.
+    #[arg(long, default_value = "warn")]
+    pub orchestrator_log: String,
+    /// Keep the run's database and queues for a look afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// What the bench runs against.
+pub struct Target<'a> {
+    /// The `q2c` executable (the one running the bench).
+    pub exe: &'a Path,
+    /// The directory of workflow definitions.
+    pub workflows_dir: &'a Path,
+    /// The definition the intake starts.
+    pub definition: &'a Definition,
+    /// A Postgres URL whose role may create databases.
+    pub database_url: &'a str,
+    /// The broker.
+    pub amqp_url: &'a str,
+}
+
+/// Why a run printed no figures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Setting(String),
+    /// Postgres failed.
+    #[error("Postgres failed while {doing}: {source}")]
+    Database {
+        /// What was being done.
+        doing: &'static str,
+        /// Its error.
+        source: sqlx::Error,
+    },
+    /// RabbitMQ failed.
+    #[error("RabbitMQ failed while {doing}: {source}")]
+    Broker {
+        /// What was being done.
+        doing: &'static str,
+        /// Its error.
+        source: lapin::Error,
+    },
+    /// The simulated connectors failed.
+    #[error("the simulated connectors failed: {0}")]
+    Sim(#[from] q2c_sim::Error),
+    /// HTTP to the orchestrator failed.
+    #[error("HTTP failed while {doing}: {source}")]
+    Http {
+        /// What was being done.
+        doing: &'static str,
+        /// Its error.
+        source: reqwest::Error,
+    },
+    /// A file or process failed.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What was being done.
+        doing: &'static str,
+        /// Its error.
+        source: std::io::Error,
+    },
+    /// `/proc` did not say what it should.
+    #[error("cannot read {0}")]
+    Proc(String),
+    /// The orchestrator failed.
+    #[error("the orchestrator {problem}; the end of its log:\n{log}")]
+    Orchestrator {
+        /// What went wrong.
+        problem: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// Something answered in a way the run cannot go on from.
+    #[error("{0}")]
+    Refused(String),
+    /// Workflows stopped ending.
+    #[error("{waiting} workflow(s) did not end within {after:?}")]
+    Stalled {
+        /// How many were still running.
+        waiting: usize,
+        /// How long the bench waited.
+        after: Duration,
+    },
+    /// The bench fell behind the connectors' ledger.
+    #[error("the bench missed {0} ledger entries; run with less concurrency")]
+    LedgerLagged(u64),
+    /// A task of the bench's failed.
+    #[error("{0} failed")]
+    Panicked(&'static str),
+    /// A durability setting is off: no figures.
+    #[error("no figures: durability is not at its safe settings:\n  - {}", .0.join("\n  - "))]
+    Unsafe(Vec<String>),
+    /// The run did not do what it should: no figures.
+    #[error("no figures: the run did not do what it should:\n  - {}", .0.join("\n  - "))]
+    Unverified(Vec<String>),
+}
+
+/// Runs the bench in a database and queues of its own, removed afterwards
+/// unless `keep` is set.
+pub async fn run(args: &BenchArgs, target: &Target<'_>) -> Result<Report, Error> {
+    if args.concurrency == 0 {
+        return Err(Error::Setting("--concurrency must be at least 1".into()));
+    }
+    if args.workflows == 0 && args.serial == 0 {
+        return Err(Error::Setting(
+            "nothing to measure: --workflows and --serial are both 0".into(),
+        ));
+    }
+    let environment = Environment::create(target.database_url, target.amqp_url).await?;
+    let outcome = run_in(&environment, args, target).await;
+    if args.keep {
+        tracing::info!(
+            database = environment.database,
+            prefix = environment.topology.prefix(),
+            "kept the run's database and queues"
+        );
+    } else {
+        environment.remove().await;
+    }
+    outcome
+}
+
+/// The workflows of one measured phase and the counters around it.
+struct Measured {
+    ids: Vec<Uuid>,
+    commits: i64,
+    cpu_seconds: f64,
+}
+
+async fn run_in(
+    environment: &Environment,
+    args: &BenchArgs,
+    target: &Target<'_>,
+) -> Result<Report, Error> {
+    let pool = environment.connect(20).await?;
+    let mut durability = Durability::read(&pool).await?;
+    let unsafe_settings = durability.unsafe_settings();
+    // Persistent delivery is observed during the run; the rest is known now.
+    let settings_known: Vec<String> = unsafe_settings
+        .into_iter()
+        .filter(|problem| !problem.starts_with("persistent delivery"))
+        .collect();
+    if !settings_known.is_empty() {
+        return Err(Error::Unsafe(settings_known));
+    }
+    let postgres: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&pool)
+        .await
+        .map_err(|source| Error::Database {
+            doing: "reading the server version",
+            source,
+        })?;
+
+    let steps = target.definition.steps();
+    let Some(last) = steps.last() else {
+        return Err(Error::Setting("the workflow has no steps".into()));
+    };
+    let commands: Vec<String> = steps
+        .iter()
+        .map(|step| step.command.command_type.clone())
+        .collect();
+
+    let sim = Sim::start(SimSettings::new(
+        environment.amqp_url.clone(),
+        environment.topology.clone(),
+    ))
+    .await?;
+    let mut tap = sim.subscribe();
+    let launch = Launch {
+        exe: target.exe,
+        workflows: target.workflows_dir,
+        log_level: &args.orchestrator_log,
+    };
+    let mut orchestrator = Orchestrator::start(environment, &launch).await?;
+    let mut load = Load::new(
+        &orchestrator.api,
+        &orchestrator.token,
+        format!("{}.succeeded", last.command.command_type),
+    )?;
+    let progress = progress_bar(args);
+
+    let mut started = Vec::new();
+    if args.warm_up > 0 {
+        progress.set_message("warm-up");
+        progress.set_length(u64::from(args.warm_up));
+        progress.set_position(0);
+        let ids = load
+            .run(&mut tap, args.warm_up, args.concurrency, &progress)
+            .await?;
+        load.await_terminal(&pool, &ids).await?;
+        started.extend(ids);
+    }
+    let mut throughput = None;
+    if args.workflows > 0 {
+        progress.set_message(format!("throughput, concurrency {}", args.concurrency));
+        progress.set_length(u64::from(args.workflows));
+        progress.set_position(0);
+        let before = counters(environment, &orchestrator, &load).await?;
+        let ids = load
+            .run(&mut tap, args.workflows, args.concurrency, &progress)
+            .await?;
+        load.await_terminal(&pool, &ids).await?;
+        let after = counters(environment, &orchestrator, &load).await?;
+        started.extend(ids.iter().copied());
+        throughput = Some(Measured {
+            ids,
+            commits: after.0 - before.0,
+            cpu_seconds: after.1 - before.1,
+        });
+        orchestrator.check_running()?;
+    }
+    let mut serial = None;
+    if args.serial > 0 {
+        progress.set_message("serial");
+        progress.set_length(u64::from(args.serial));
+        progress.set_position(0);
+        let before = counters(environment, &orchestrator, &load).await?;
+        let ids = load
+            .run_serially(&mut tap, &pool, args.serial, &progress)
+            .await?;
+        let after = counters(environment, &orchestrator, &load).await?;
+        started.extend(ids.iter().copied());
+        serial = Some(Measured {
+            ids,
+            commits: after.0 - before.0,
+            cpu_seconds: after.1 - before.1,
+        });
+    }
+    progress.finish_and_clear();
+    orchestrator.check_running()?;
+    let peak_rss = orchestrator.peak_rss_bytes()?;
+    orchestrator.stop().await?;
+    let ledger = sim.ledger();
+    sim.shutdown().await?;
+
+    let stored = Stored::read(&pool).await?;
+    let verified = verify::check(&started, "completed", &commands, &stored, &ledger)
+        .map_err(Error::Unverified)?;
+    durability.observed_deliveries(
+        verified.persistent_deliveries,
+        verified.deliveries - verified.persistent_deliveries,
+    );
+    // Read again: a setting changed during the run counts too.
+    let mut durability_after = Durability::read(&pool).await?;
+    durability_after.persistent_delivery = durability.persistent_delivery.clone();
+    let mut problems = durability_after.unsafe_settings();
+    if durability_after != durability {
+        problems.push("Postgres's durability settings changed during the run".into());
+    }
+    if !problems.is_empty() {
+        return Err(Error::Unsafe(problems));
+    }
+
+    let throughput = match throughput {
+        Some(measured) => Some(phase(&pool, &measured, &ledger).await?),
+        None => None,
+    };
+    let serial = match serial {
+        Some(measured) => Some(phase(&pool, &measured, &ledger).await?),
+        None => None,
+    };
+    let floors = if args.floors {
+        let sizes = figures::row_sizes(&pool).await?;
+        Some(floors::measure(&pool, &environment.amqp_url, &environment.topology, sizes).await?)
+    } else {
+        None
+    };
+    let ratios = floors
+        .as_ref()
+        .map(|floors| Ratios::of(floors, steps.len(), throughput.as_ref(), serial.as_ref()));
+    pool.close().await;
+    Ok(Report {
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            postgres,
+        },
+        run: RunShape {
+            workflow: target.definition.name().to_owned(),
+            steps_per_workflow: steps.len(),
+            warm_up: args.warm_up,
+            concurrency: args.concurrency,
+            orchestrator_log: args.orchestrator_log.clone(),
+            connectors: "simulated, answering at once, in the bench's process; \
+                         their deduplication and ledger kept in memory"
+                .into(),
+        },
+        durability,
+        verified,
+        throughput,
+        serial,
+        orchestrator_peak_rss_bytes: peak_rss,
+        floors,
+        ratios,
+    })
+}
+
+/// Commits in the run's database (less the bench's own queries) and the
+/// orchestrator's CPU seconds, once Postgres's counts have settled.
+async fn counters(
+    environment: &Environment,
+    orchestrator: &Orchestrator,
+    load: &Load,
+) -> Result<(i64, f64), Error> {
+    tokio::time::sleep(STATS_SETTLE).await;
+    let commits = environment.commits().await? - load.own_queries;
+    Ok((commits, orchestrator.cpu_seconds()?))
+}
+
+/// One phase's figures: times from the database, counts from the ledger.
+async fn phase(pool: &PgPool, measured: &Measured, ledger: &[LedgerEntry]) -> Result<Phase, Error> {
+    let times = figures::phase_times(pool, &measured.ids).await?;
+    let ids: HashSet<Uuid> = measured.ids.iter().copied().collect();
+    let messages = ledger
+        .iter()
+        .filter(|entry| ids.contains(&entry.workflow_id))
+        .filter(|entry| {
+            matches!(
+                entry.event,
+                LedgerEvent::Delivery { .. } | LedgerEvent::Reply { .. }
+            )
+        })
+        .count();
+    let workflows = measured.ids.len() as f64;
+    Ok(Phase {
+        workflows: measured.ids.len(),
+        seconds: times.seconds,
+        workflows_per_second: workflows / times.seconds,
+        steps_per_second: times.steps as f64 / times.seconds,
+        workflow_latency: times.workflow,
+        handoff_latency: times.handoff,
+        commits_per_workflow: measured.commits as f64 / workflows,
+        broker_messages_per_workflow: messages as f64 / workflows,
+        orchestrator_cpu_seconds: measured.cpu_seconds,
+    })
+}
+
+/// A progress bar on a terminal; nothing otherwise, or with `--json`.
+fn progress_bar(args: &BenchArgs) -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(
+        None,
+        if args.json {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:<28} [{bar:40}] {pos}/{len} {per_sec} ({elapsed})")
+    {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    progress
+}
