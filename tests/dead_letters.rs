@@ -102,7 +102,14 @@ async fn a_dead_lettered_reply_is_replayed_after_its_cause_is_fixed_and_a_discar
     assert_eq!(waiting["step"], "create_order");
     assert!(waiting["steps"][0]["output"].is_null(), "{waiting}");
 
-    // The stray reply, published as a connector publishes replies.
+    // The cause is fixed; the reply is replayed and the quote moves on.
+    sqlx::query("GRANT INSERT ON inbox TO CURRENT_USER")
+        .execute(&world.pool)
+        .await
+        .unwrap();
+    // A reply for no workflow of this deployment, once replies can be
+    // recorded again: it is kept as a dead letter with its reason.
+    // Published as a connector publishes replies.
     let channel = support::connector::channel(&world.amqp_url).await.unwrap();
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -140,11 +147,6 @@ async fn a_dead_lettered_reply_is_replayed_after_its_cause_is_fixed_and_a_discar
         stray.message_id.to_string()
     );
 
-    // The cause is fixed; the reply is replayed and the quote moves on.
-    sqlx::query("GRANT INSERT ON inbox TO CURRENT_USER")
-        .execute(&world.pool)
-        .await
-        .unwrap();
     let (status, replayed) = post(
         &serve.http,
         &format!("/api/v1/dead-letters/{reply}/replay"),

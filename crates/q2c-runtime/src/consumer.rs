@@ -5,7 +5,8 @@
 //! delivery of the same message change nothing. Under load, the replies at
 //! hand are applied in one transaction (workflows locked in id order); if
 //! that fails, each is applied on its own so one bad reply cannot hold up
-//! the others.
+//! the others. Several such transactions run at once (`appliers`), so a
+//! commit's wait for the disk overlaps the next batch's work.
 //!
 //! A message that cannot be processed (not an envelope, not a reply, an
 //! invalid payload, an unknown workflow, or one that keeps failing) is
@@ -26,7 +27,7 @@ use q2c_core::saga::Event;
 use q2c_store::dead_letters::DeadLetter;
 use q2c_store::workflows::apply_in;
 use q2c_store::{Applied, Store, Trigger};
-use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -41,6 +42,8 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Replies applied in one transaction at most.
     pub batch: usize,
+    /// Transactions applying replies at once at most.
+    pub appliers: usize,
     /// Deliveries of one message after which it is dead-lettered.
     pub max_deliveries: i64,
 }
@@ -50,6 +53,7 @@ impl Default for ConsumerSettings {
         Self {
             prefetch: 64,
             batch: 32,
+            appliers: 4,
             max_deliveries: 5,
         }
     }
@@ -71,10 +75,9 @@ pub struct ReplyConsumer<C> {
     settings: ConsumerSettings,
     crash: CrashSwitch,
     clock: C,
-    relay_wake: Arc<Notify>,
 }
 
-impl<C: Clock> ReplyConsumer<C> {
+impl<C: Clock + 'static> ReplyConsumer<C> {
     /// A consumer on `channel`.
     pub fn new(
         store: Store,
@@ -83,7 +86,6 @@ impl<C: Clock> ReplyConsumer<C> {
         settings: ConsumerSettings,
         crash: CrashSwitch,
         clock: C,
-        relay_wake: Arc<Notify>,
     ) -> Self {
         Self {
             store,
@@ -92,7 +94,6 @@ impl<C: Clock> ReplyConsumer<C> {
             settings,
             crash,
             clock,
-            relay_wake,
         }
     }
 
@@ -120,23 +121,54 @@ impl<C: Clock> ReplyConsumer<C> {
             .map_err(broker("consuming replies"))?;
         ready.send_replace(true);
 
-        loop {
+        let this = Arc::new(self);
+        let mut applying: JoinSet<Result<(), Error>> = JoinSet::new();
+        let outcome = loop {
+            // A free applier first, so a failure is seen before more is taken.
+            while applying.len() >= this.settings.appliers.max(1) {
+                match applying.join_next().await {
+                    Some(Ok(Ok(()))) | None => {}
+                    Some(Ok(Err(error))) => return Err(error),
+                    Some(Err(error)) => return Err(Error::TaskFailed(error.to_string())),
+                }
+            }
             let first = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => break Ok(()),
+                Some(done) = applying.join_next(), if !applying.is_empty() => {
+                    match done {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(error)) => break Err(error),
+                        Err(error) => break Err(Error::TaskFailed(error.to_string())),
+                    }
+                }
                 next = consumer.next() => next,
             };
             let Some(first) = first else {
-                return Err(Error::ConsumerCancelled);
+                break Err(Error::ConsumerCancelled);
             };
-            let mut deliveries = vec![first.map_err(broker("receiving a reply"))?];
-            while deliveries.len() < self.settings.batch {
+            let mut deliveries = match first {
+                Ok(first) => vec![first],
+                Err(source) => break Err(broker("receiving a reply")(source)),
+            };
+            while deliveries.len() < this.settings.batch {
                 match consumer.next().now_or_never() {
-                    Some(Some(next)) => deliveries.push(next.map_err(broker("receiving a reply"))?),
+                    Some(Some(Ok(next))) => deliveries.push(next),
+                    Some(Some(Err(source))) => return Err(broker("receiving a reply")(source)),
                     _ => break,
                 }
             }
-            self.handle(deliveries).await?;
+            let applier = this.clone();
+            applying.spawn(async move { applier.handle(deliveries).await });
+        };
+        // The batches in hand are finished (applied and acked) first.
+        while let Some(done) = applying.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(error) => return Err(Error::TaskFailed(error.to_string())),
+            }
         }
+        outcome
     }
 
     async fn handle(&self, deliveries: Vec<Delivery>) -> Result<(), Error> {
@@ -160,11 +192,8 @@ impl<C: Clock> ReplyConsumer<C> {
         parsed.sort_by_key(|reply| *reply.workflow_id.as_uuid());
 
         match self.apply_together(&parsed).await {
-            Ok(commands) => {
+            Ok(_commands) => {
                 self.crash.check(CrashPoint::AfterCommitBeforeAck);
-                if commands > 0 {
-                    self.relay_wake.notify_one();
-                }
                 for reply in &parsed {
                     ack(&reply.delivery).await?;
                 }
@@ -185,14 +214,26 @@ impl<C: Clock> ReplyConsumer<C> {
     async fn apply_together(&self, parsed: &[Parsed]) -> Result<usize, q2c_store::Error> {
         let now = self.clock.now();
         let mut tx = self.store.pool().begin().await?;
+        let mut out = self.store.handoff().outgoing(now);
         let mut results = Vec::with_capacity(parsed.len());
         for reply in parsed {
             let trigger = Trigger::Message {
                 message_id: reply.message_id.clone(),
             };
-            results.push(apply_in(&mut tx, reply.workflow_id, &reply.event, &trigger, now).await?);
+            results.push(
+                apply_in(
+                    &mut tx,
+                    &mut out,
+                    reply.workflow_id,
+                    &reply.event,
+                    &trigger,
+                    now,
+                )
+                .await?,
+            );
         }
         tx.commit().await?;
+        self.store.handoff().hand_over(out);
         // Logged and counted only once committed: a failed batch is applied
         // again one reply at a time, and must not count twice.
         Ok(parsed
@@ -213,9 +254,7 @@ impl<C: Clock> ReplyConsumer<C> {
         {
             Ok(applied) => {
                 self.crash.check(CrashPoint::AfterCommitBeforeAck);
-                if log_applied(reply, &applied) > 0 {
-                    self.relay_wake.notify_one();
-                }
+                log_applied(reply, &applied);
                 ack(&reply.delivery).await
             }
             Err(

@@ -141,9 +141,22 @@ pub async fn run(
         settings.consumer,
         settings.crash.clone(),
         SystemClock,
-        relay_wake.clone(),
     );
     tasks.spawn(consumer.run(settings.ready.clone(), stop.clone()));
+    // Commits in this process announce new timers in process; the timer
+    // loop listens to both.
+    store.handoff().watch_timers(settings.timers.poll_interval);
+    tasks.spawn({
+        let (store, timers_wake, stop) = (store.clone(), timers_wake.clone(), stop.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = store.handoff().timers().notified() => timers_wake.notify_one(),
+                }
+            }
+        }
+    });
 
     tasks.spawn({
         let (store, settings, relay_wake, timers_wake, stop) = (

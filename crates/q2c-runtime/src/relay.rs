@@ -6,9 +6,13 @@
 //! (unroutable) or refused message is not marked sent: it is released with
 //! the reason and tried again later, and it is logged.
 //!
-//! The relay wakes when a commit in this process adds commands, when
-//! another process does (LISTEN/NOTIFY), and otherwise polls: notifications
-//! are hints, never the only trigger.
+//! Commands committed in this process are handed to it in memory, already
+//! leased to it, and published at once without a claiming transaction
+//! (`q2c_store::outbox::Handoff`). The table is claimed from when another
+//! process announces commands (LISTEN/NOTIFY), when an unpause releases
+//! some, and otherwise every poll interval: that is how the commands of a
+//! process that died, or of one without a relay, leave. If the relay stops,
+//! it releases what it was handed and had not published.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,18 +100,52 @@ impl<C: Clock> Relay<C> {
         })
     }
 
-    /// Publishes until shutdown: after every wake-up, drains the outbox.
+    /// Publishes until shutdown: what is handed over as soon as it is,
+    /// and claims from the table after every `wake` and poll interval.
+    /// Attaches to the store's hand-over for as long as it runs.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) -> Result<(), Error> {
+        let handoff = self.store.handoff();
+        handoff.attach(self.owner, self.settings.lease);
+        let outcome = self.publish_until(&wake, &shutdown).await;
+        let unpublished: Vec<i64> = handoff.detach().iter().map(|row| row.id).collect();
+        if !unpublished.is_empty()
+            && let Err(error) = self.store.release_leases(self.owner, &unpublished).await
+        {
+            // Their leases run out instead.
+            tracing::warn!(%error, rows = unpublished.len(), "could not release commands handed over");
+        }
+        outcome
+    }
+
+    async fn publish_until(
+        &self,
+        wake: &Notify,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let handoff = self.store.handoff();
+        let mut claim = true;
         loop {
-            while self.publish_batch().await? > 0 {
-                if shutdown.is_cancelled() {
-                    return Ok(());
+            loop {
+                let handed = handoff.take();
+                if handed.is_empty() {
+                    break;
                 }
+                self.publish(handed).await?;
+            }
+            if claim {
+                while self.publish_batch().await? > 0 {
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                }
+                claim = false;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = handoff.commands().notified() => {}
+                () = handoff.claimable().notified() => claim = true,
+                () = wake.notified() => claim = true,
+                () = tokio::time::sleep(self.settings.poll_interval) => claim = true,
             }
         }
     }
@@ -124,14 +162,33 @@ impl<C: Clock> Relay<C> {
                 self.clock.now(),
             )
             .await?;
-        if claimed.is_empty() {
-            return Ok(0);
+        let count = claimed.len();
+        if count > 0 {
+            self.crash.check(CrashPoint::AfterCommitBeforePublish);
+            self.publish(claimed).await?;
         }
-        self.crash.check(CrashPoint::AfterCommitBeforePublish);
+        Ok(count)
+    }
 
+    /// Publishes rows leased to this relay in one confirm window and marks
+    /// sent those the broker confirmed and routed. If the broker fails
+    /// meanwhile, the rows are released first, so that they leave as soon
+    /// as a relay is back rather than when their lease runs out.
+    async fn publish(&self, claimed: Vec<Pending>) -> Result<(), Error> {
+        let published = self.publish_and_confirm(&claimed).await;
+        if published.is_err() {
+            let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+            if let Err(error) = self.store.release_leases(self.owner, &ids).await {
+                tracing::warn!(%error, "could not release commands after a broker failure");
+            }
+        }
+        published
+    }
+
+    async fn publish_and_confirm(&self, claimed: &[Pending]) -> Result<(), Error> {
         let exchange = self.topology.commands_exchange();
         let mut in_flight = Vec::with_capacity(claimed.len());
-        for row in &claimed {
+        for row in claimed {
             let body = row.envelope.encode();
             let publishing = self.channel.basic_publish(
                 exchange.as_str().into(),
@@ -184,7 +241,7 @@ impl<C: Clock> Relay<C> {
             sent = confirmed.len(),
             "relayed outbox batch"
         );
-        Ok(claimed.len())
+        Ok(())
     }
 
     async fn set_aside(&self, row: &Pending, reason: &str) -> Result<(), Error> {

@@ -39,8 +39,14 @@ async fn one_key_delivered_twice_takes_effect_once_and_gets_the_same_reply() {
         .collect();
     assert_eq!(ids.len(), 3, "every reply has a fresh message id");
 
-    let ledger = sim.ledger();
+    // A reply is recorded once the broker has confirmed it, which may be
+    // just after it arrived here.
     let key = &command.idempotency_key;
+    eventually("the three replies recorded", || async {
+        replies(&sim.ledger(), key).len() == 3
+    })
+    .await;
+    let ledger = sim.ledger();
     assert_eq!(effects(&ledger, key), [EffectKind::OrderCreated]);
     assert_eq!(replies(&ledger, key), [(1, false), (1, true), (2, true)]);
     sim.shutdown().await.unwrap();

@@ -390,7 +390,8 @@ impl Store {
             },
             bulk_job: Some(job.id),
         };
-        let (result, detail) = match act_in(&mut tx, &action, now).await? {
+        let mut out = self.handoff().outgoing(now);
+        let (result, detail) = match act_in(&mut tx, &mut out, &action, now).await? {
             Outcome::Applied { .. } => ("applied", None),
             Outcome::StaleVersion { current, .. } => (
                 "changed",
@@ -423,6 +424,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.handoff().hand_over(out);
         Ok(Step::Acted { item })
     }
 }

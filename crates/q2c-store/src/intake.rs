@@ -180,10 +180,11 @@ impl Store {
             return repeat(tx, source.event_uuid, at, now).await;
         }
 
+        let mut out = self.handoff().outgoing(now);
         let (outcome, workflow_id) = if has_cancellation(&mut tx, &quote_id).await? {
             (Outcome::QuoteCancelled, None)
         } else {
-            match start_in(&mut tx, workflow_id, definition, quote, now).await? {
+            match start_in(&mut tx, &mut out, workflow_id, definition, quote, now).await? {
                 StartOutcome::Started(started) => (Outcome::Started, Some(started.workflow_id)),
                 StartOutcome::QuoteHasLiveWorkflow(live) => {
                     (Outcome::QuoteHasLiveWorkflow, Some(live))
@@ -197,7 +198,9 @@ impl Store {
             detail: None,
             repeated: false,
         };
-        settle(tx, source.event_uuid, admission, at, now).await
+        let admission = settle(tx, source.event_uuid, admission, at, now).await?;
+        self.handoff().hand_over(out);
+        Ok(admission)
     }
 
     /// Admits a quote-cancelled event, once by its event id like an
@@ -228,12 +231,14 @@ impl Store {
         .bind(quote_id)
         .fetch_optional(&mut *tx)
         .await?;
+        let mut out = self.handoff().outgoing(now);
         let (outcome, workflow_id, detail) = if let Some((live,)) = live {
             let live = WorkflowId::new(live);
             // A request is not deduplicated by the workflow: the event id
             // claimed above already is.
             match apply_in(
                 &mut tx,
+                &mut out,
                 live,
                 &Event::CancelRequested,
                 &Trigger::Request,
@@ -274,7 +279,9 @@ impl Store {
             detail,
             repeated: false,
         };
-        settle(tx, source.event_uuid, admission, at, now).await
+        let admission = settle(tx, source.event_uuid, admission, at, now).await?;
+        self.handoff().hand_over(out);
+        Ok(admission)
     }
 
     /// Keeps an event that could not be admitted (it does not validate) as

@@ -43,6 +43,8 @@ pub mod timers;
 pub mod topic_locks;
 pub mod workflows;
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
@@ -63,21 +65,31 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
     MIGRATOR.run(pool).await.map_err(Error::Migrate)
 }
 
-/// Handle to the database; cheap to clone.
+/// Handle to the database; cheap to clone. Clones share the pool and the
+/// hand-over to this process's relay.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    handoff: Arc<outbox::Handoff>,
 }
 
 impl Store {
     /// Wraps a pool; the schema must already be migrated.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            handoff: Arc::default(),
+        }
     }
 
     /// The underlying pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Where this process's commits hand their commands to its relay.
+    pub fn handoff(&self) -> &outbox::Handoff {
+        &self.handoff
     }
 }
 

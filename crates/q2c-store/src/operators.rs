@@ -17,6 +17,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::idempotency::{self, Earlier, Key};
+use crate::outbox::Outgoing;
 use crate::workflows::{Applied, Loaded, load_row, transition};
 use crate::{Error, Store};
 
@@ -225,12 +226,14 @@ impl Store {
                 Earlier::OtherRequest => return Ok(Answer::KeyReused),
             }
         }
-        let outcome = act_in(&mut tx, action, now).await?;
+        let mut out = self.handoff().outgoing(now);
+        let outcome = act_in(&mut tx, &mut out, action, now).await?;
         let (status, body) = render(&outcome);
         if let Some(key) = key {
             idempotency::remember(&mut tx, key, status, &body, now).await?;
         }
         tx.commit().await?;
+        self.handoff().hand_over(out);
         Ok(Answer::Now {
             outcome: Box::new(outcome),
             status,
@@ -262,6 +265,7 @@ impl Store {
 
 pub(crate) async fn act_in(
     tx: &mut Transaction<'_, Postgres>,
+    out: &mut Outgoing,
     action: &ActionRequest,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Error> {
@@ -288,7 +292,7 @@ pub(crate) async fn act_in(
         }
     } else {
         let event = action.request.event();
-        match transition(tx, action.workflow_id, &mut loaded, &event, now).await? {
+        match transition(tx, out, action.workflow_id, &mut loaded, &event, now).await? {
             Applied::Applied { .. } => Outcome::Applied {
                 before: before.clone(),
                 after: Snapshot::of(&loaded),

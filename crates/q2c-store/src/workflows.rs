@@ -11,7 +11,8 @@ use q2c_core::saga::{Command, Disposition, Effect, Event, Phase, Saga, Status, T
 use sqlx::{Acquire, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::record::{from_state, to_state};
+use crate::outbox::{Outgoing, Pending};
+use crate::record::{from_state, from_state_alone, to_state};
 use crate::references;
 use crate::{Error, OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
 
@@ -96,10 +97,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Started, Error> {
         let mut tx = self.pool().begin().await?;
+        let mut out = self.handoff().outgoing(now);
         let quote_id = quote.quote_id().as_str().to_owned();
-        match start_in(&mut tx, workflow_id, definition, quote, now).await? {
+        match start_in(&mut tx, &mut out, workflow_id, definition, quote, now).await? {
             StartOutcome::Started(started) => {
                 tx.commit().await?;
+                self.handoff().hand_over(out);
                 Ok(started)
             }
             StartOutcome::QuoteHasLiveWorkflow(live) => Err(Error::QuoteHasLiveWorkflow {
@@ -118,8 +121,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Applied, Error> {
         let mut tx = self.pool().begin().await?;
-        let applied = apply_in(&mut tx, workflow_id, event, trigger, now).await?;
+        let mut out = self.handoff().outgoing(now);
+        let applied = apply_in(&mut tx, &mut out, workflow_id, event, trigger, now).await?;
         tx.commit().await?;
+        self.handoff().hand_over(out);
         Ok(applied)
     }
 
@@ -140,9 +145,11 @@ pub enum StartOutcome {
 }
 
 /// Starts a workflow inside a caller's transaction. When the quote already
-/// has a live workflow, says which, and the transaction stays usable.
+/// has a live workflow, says which, and the transaction stays usable. Its
+/// first command is in `out`, to hand over once the caller has committed.
 pub async fn start_in(
     tx: &mut Transaction<'_, Postgres>,
+    out: &mut Outgoing,
     workflow_id: WorkflowId,
     definition: Arc<Definition>,
     quote: Quote,
@@ -201,7 +208,7 @@ pub async fn start_in(
         Ok(_) => savepoint.commit().await?,
     }
 
-    write_effects(tx, workflow_id, &effects, now).await?;
+    write_effects(tx, out, workflow_id, &effects, now).await?;
     Ok(StartOutcome::Started(Started {
         workflow_id,
         status: saga.status(),
@@ -209,30 +216,27 @@ pub async fn start_in(
 }
 
 /// Applies an event inside a caller's transaction, so several can share one
-/// commit. Locks the workflow row first, then deduplicates.
+/// commit. Locks the workflow row first, then deduplicates. What it sends
+/// on is added to `out`, to hand over once the caller has committed.
 pub async fn apply_in(
     tx: &mut Transaction<'_, Postgres>,
+    out: &mut Outgoing,
     workflow_id: WorkflowId,
     event: &Event,
     trigger: &Trigger,
     now: DateTime<Utc>,
 ) -> Result<Applied, Error> {
-    let Some(mut loaded) = load_row(tx, workflow_id, true).await? else {
+    let seen = match trigger {
+        // The inbox row and the lock in one round trip.
+        Trigger::Message { message_id } => Some((message_id.as_str(), now)),
+        _ => None,
+    };
+    let Some((mut loaded, fresh)) = load_locked(tx, workflow_id, seen).await? else {
         return Err(Error::UnknownWorkflow(*workflow_id.as_uuid()));
     };
     match trigger {
-        Trigger::Message { message_id } => {
-            let fresh = sqlx::query(
-                "INSERT INTO inbox (message_id, workflow_id, received_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (message_id) DO NOTHING",
-            )
-            .bind(message_id)
-            .bind(workflow_id.as_uuid())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if fresh == 0 {
+        Trigger::Message { .. } => {
+            if !fresh {
                 return Ok(Applied::Duplicate);
             }
         }
@@ -262,13 +266,14 @@ pub async fn apply_in(
             reply_type: reply.reply_type.clone(),
         });
     }
-    transition(tx, workflow_id, &mut loaded, event, now).await
+    transition(tx, out, workflow_id, &mut loaded, event, now).await
 }
 
 /// Hands an event to a workflow loaded (and locked) in this transaction,
 /// and writes what it decided; `loaded` is left as the workflow now is.
 pub(crate) async fn transition(
     tx: &mut Transaction<'_, Postgres>,
+    out: &mut Outgoing,
     workflow_id: WorkflowId,
     loaded: &mut Loaded,
     event: &Event,
@@ -284,30 +289,35 @@ pub(crate) async fn transition(
     }
     let version = loaded.version + 1;
     let moved = position(&loaded.saga) != position_before;
-    sqlx::query(
-        "UPDATE workflows SET status = $2, outcome = $3, state = $4, version = $5, updated_at = $6, \
-         paused = $7, current_step = $8, \
-         state_since = CASE WHEN $9 THEN $6 ELSE state_since END WHERE id = $1",
-    )
-    .bind(workflow_id.as_uuid())
-    .bind(loaded.saga.status().as_str())
-    .bind(loaded.saga.outcome().map(|outcome| outcome.as_str()))
-    .bind(to_state(&loaded.saga.record())?)
-    .bind(version)
-    .bind(now)
-    .bind(loaded.saga.paused())
-    .bind(loaded.saga.current_step().map(|(step, _)| step))
-    .bind(moved)
-    .execute(&mut **tx)
-    .await?;
-    references::record_changes(tx, workflow_id, &outputs_before, &loaded.saga).await?;
+    let update = Update {
+        workflow_id,
+        saga: &loaded.saga,
+        state: to_state(&loaded.saga.record())?,
+        version,
+        now,
+        moved,
+        references: references::changes(&outputs_before, &loaded.saga),
+        answers: match event {
+            Event::ReplyReceived(reply) => Some(
+                *q2c_core::domain::ids::CommandId::for_attempt(&reply.key, reply.attempt).as_uuid(),
+            ),
+            _ => None,
+        },
+    };
+    let (commands, answered) = match Simple::of(&decision.effects, now) {
+        Some(simple) => write_at_once(tx, out, &update, &simple).await?,
+        None => {
+            update.write(tx).await?;
+            let commands = write_effects(tx, out, workflow_id, &decision.effects, now).await?;
+            let answered = match event {
+                Event::ReplyReceived(reply) => answered(tx, reply, now).await?,
+                _ => None,
+            };
+            (commands, answered)
+        }
+    };
     loaded.version = version;
     loaded.updated_at = now;
-    let commands = write_effects(tx, workflow_id, &decision.effects, now).await?;
-    let answered = match event {
-        Event::ReplyReceived(reply) => answered(tx, reply, now).await?,
-        _ => None,
-    };
     Ok(Applied::Applied {
         status: loaded.saga.status(),
         version,
@@ -315,6 +325,247 @@ pub(crate) async fn transition(
         quote_id: loaded.saga.quote().quote_id().to_string(),
         answered,
     })
+}
+
+/// A transition's new row, and what else it changed.
+struct Update<'a> {
+    workflow_id: WorkflowId,
+    saga: &'a Saga,
+    state: serde_json::Value,
+    version: i64,
+    now: DateTime<Utc>,
+    /// Whether it moved to another status, step or phase.
+    moved: bool,
+    references: Vec<references::Reference>,
+    /// For a reply: the command it answers.
+    answers: Option<Uuid>,
+}
+
+/// The workflow's columns, as `$1`..`$9` of the statements below.
+const UPDATE_WORKFLOW: &str = "UPDATE workflows SET status = $2, outcome = $3, state = $4, \
+     version = $5, updated_at = $6, paused = $7, current_step = $8, \
+     state_since = CASE WHEN $9 THEN $6 ELSE state_since END WHERE id = $1";
+
+impl Update<'_> {
+    /// The row and its references, a statement each.
+    async fn write(&self, tx: &mut PgConnection) -> Result<(), Error> {
+        sqlx::query(UPDATE_WORKFLOW)
+            .bind(self.workflow_id.as_uuid())
+            .bind(self.saga.status().as_str())
+            .bind(self.saga.outcome().map(|outcome| outcome.as_str()))
+            .bind(&self.state)
+            .bind(self.version)
+            .bind(self.now)
+            .bind(self.saga.paused())
+            .bind(self.saga.current_step().map(|(step, _)| step))
+            .bind(self.moved)
+            .execute(&mut *tx)
+            .await?;
+        references::write(tx, self.workflow_id, &self.references).await
+    }
+}
+
+/// The effects of most transitions (commands, history, timers scheduled
+/// and cancelled), which one statement can write together. Freezing,
+/// thawing or clearing timers and withdrawing commands read what earlier
+/// effects wrote, so a transition with any of them writes effect by effect.
+struct Simple<'a> {
+    commands: Vec<Envelope>,
+    history: Vec<&'a q2c_core::saga::HistoryEntry>,
+    cancelled: Vec<String>,
+    scheduled: Vec<(String, &'a TimerId, DateTime<Utc>)>,
+}
+
+impl<'a> Simple<'a> {
+    fn of(effects: &'a [Effect], now: DateTime<Utc>) -> Option<Self> {
+        let mut simple = Simple {
+            commands: Vec::new(),
+            history: Vec::new(),
+            cancelled: Vec::new(),
+            scheduled: Vec::new(),
+        };
+        for effect in effects {
+            match effect {
+                Effect::SendCommand(command) => simple.commands.push(envelope(command, now)),
+                Effect::RecordHistory(entry) => simple.history.push(entry),
+                Effect::CancelTimer(timer) => simple.cancelled.push(timer.to_string()),
+                Effect::ScheduleTimer { timer, due_at } => {
+                    simple.scheduled.push((timer.to_string(), timer, *due_at));
+                }
+                Effect::FreezeTimers
+                | Effect::ThawTimers
+                | Effect::ClearTimers
+                | Effect::WithdrawCommands => return None,
+            }
+        }
+        // One statement sees one snapshot: a timer both cancelled and
+        // scheduled must be written in order.
+        let overlap = simple
+            .scheduled
+            .iter()
+            .any(|(key, _, _)| simple.cancelled.contains(key));
+        (!overlap).then_some(simple)
+    }
+}
+
+/// Writes a transition in one statement: the row, its references, its
+/// commands (leased to this process's relay when one is attached), its
+/// history and timers; and reads when the command a reply answers was
+/// committed. Returns the commands queued and, for a reply, the command
+/// answered and how long it took.
+async fn write_at_once(
+    tx: &mut PgConnection,
+    out: &mut Outgoing,
+    update: &Update<'_>,
+    simple: &Simple<'_>,
+) -> Result<(usize, Option<(String, std::time::Duration)>), Error> {
+    let now = update.now;
+    let commands = &simple.commands;
+    let (owner, until) = out.lease.unzip();
+    let (reference_steps, reference_fields, reference_values) =
+        references::columns(&update.references);
+    let query = sqlx::query_as::<_, (Vec<i64>, Vec<Uuid>, Option<String>, Option<DateTime<Utc>>)>(
+        sqlx::AssertSqlSafe(format!(
+            "WITH workflow AS ({UPDATE_WORKFLOW}), \
+             refs AS (INSERT INTO workflow_references (workflow_id, step, field, value) \
+                 SELECT $1, step, field, value FROM unnest($10::text[], $11::text[], $12::text[]) \
+                     AS r(step, field, value) \
+                 ON CONFLICT (workflow_id, step, field) DO UPDATE SET value = EXCLUDED.value), \
+             commands AS (INSERT INTO outbox (message_id, workflow_id, message_type, body, \
+                     created_at, lease_owner, lease_until, publish_attempts) \
+                 SELECT message_id, $1, message_type, body, $6, $13, $14, \
+                     CASE WHEN $13::uuid IS NULL THEN 0 ELSE 1 END \
+                 FROM unnest($15::uuid[], $16::text[], $17::jsonb[]) \
+                     WITH ORDINALITY AS c(message_id, message_type, body, n) ORDER BY n \
+                 ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id), \
+             history AS (INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
+                 SELECT $1, at, kind, step, command, detail \
+                 FROM unnest($18::timestamptz[], $19::text[], $20::text[], $21::text[], $22::text[]) \
+                     WITH ORDINALITY AS h(at, kind, step, command, detail, n) ORDER BY n), \
+             cancelled AS (DELETE FROM timers WHERE workflow_id = $1 AND timer_key = ANY($23::text[])), \
+             scheduled AS (INSERT INTO timers (workflow_id, timer_key, timer, due_at) \
+                 SELECT $1, key, timer, due_at \
+                 FROM unnest($24::text[], $25::jsonb[], $26::timestamptz[]) AS t(key, timer, due_at) \
+                 ON CONFLICT (workflow_id, timer_key) \
+                 DO UPDATE SET due_at = EXCLUDED.due_at, remaining = NULL) \
+             SELECT ARRAY(SELECT id FROM commands ORDER BY id), \
+                    ARRAY(SELECT message_id FROM commands ORDER BY id), \
+                    answered.message_type, answered.created_at \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN outbox AS answered ON answered.message_id = $27"
+        )),
+    );
+    let history = &simple.history;
+    let saga = update.saga;
+    let (ids, message_ids, answered_type, answered_at) = query
+        .bind(update.workflow_id.as_uuid())
+        .bind(saga.status().as_str())
+        .bind(saga.outcome().map(|outcome| outcome.as_str()))
+        .bind(&update.state)
+        .bind(update.version)
+        .bind(now)
+        .bind(saga.paused())
+        .bind(saga.current_step().map(|(step, _)| step))
+        .bind(update.moved)
+        .bind(reference_steps)
+        .bind(reference_fields)
+        .bind(reference_values)
+        .bind(owner)
+        .bind(until)
+        .bind(commands.iter().map(|c| c.message_id).collect::<Vec<_>>())
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.message_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(commands.iter().map(sqlx::types::Json).collect::<Vec<_>>())
+        .bind(history.iter().map(|entry| entry.at).collect::<Vec<_>>())
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.step.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.command.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.detail.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&simple.cancelled)
+        .bind(
+            simple
+                .scheduled
+                .iter()
+                .map(|(key, _, _)| key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            simple
+                .scheduled
+                .iter()
+                .map(|(_, timer, _)| sqlx::types::Json(*timer))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            simple
+                .scheduled
+                .iter()
+                .map(|(_, _, due)| *due)
+                .collect::<Vec<_>>(),
+        )
+        .bind(update.answers)
+        .fetch_one(&mut *tx)
+        .await?;
+
+    if out.in_process() {
+        for (id, message_id) in ids.into_iter().zip(message_ids) {
+            if let Some(envelope) = commands.iter().find(|c| c.message_id == message_id) {
+                out.commands.push(Pending {
+                    id,
+                    envelope: envelope.clone(),
+                    publish_attempts: 1,
+                });
+            }
+        }
+    }
+    if let Some(earliest) = simple.scheduled.iter().map(|(_, _, due)| *due).min() {
+        out.timers = Some(out.timers.map_or(earliest, |known| known.min(earliest)));
+        if !out.in_process() {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(TIMERS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    if !commands.is_empty() && !out.in_process() {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let answered = answered_type
+        .zip(answered_at)
+        .map(|(command_type, created_at)| {
+            (
+                command_type,
+                (now - created_at).to_std().unwrap_or_default(),
+            )
+        });
+    Ok((commands.len(), answered))
 }
 
 /// Where a workflow stands, for "how long has it been there": its status
@@ -348,10 +599,19 @@ async fn answered(
     }))
 }
 
+/// A workflow row, and whether the message being applied to it was new
+/// to the inbox.
+#[derive(sqlx::FromRow)]
+struct SeenRow {
+    fresh: bool,
+    #[sqlx(flatten)]
+    row: WorkflowRow,
+}
+
 #[derive(sqlx::FromRow)]
 struct WorkflowRow {
     state: serde_json::Value,
-    source: String,
+    definition_hash: String,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -363,67 +623,137 @@ pub(crate) async fn load_row(
     for_update: bool,
 ) -> Result<Option<Loaded>, Error> {
     let query = if for_update {
-        "SELECT w.state, d.source, w.version, w.created_at, w.updated_at \
-         FROM workflows w JOIN workflow_definitions d ON d.hash = w.definition_hash \
-         WHERE w.id = $1 FOR UPDATE OF w"
+        "SELECT state, definition_hash, version, created_at, updated_at \
+         FROM workflows WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT w.state, d.source, w.version, w.created_at, w.updated_at \
-         FROM workflows w JOIN workflow_definitions d ON d.hash = w.definition_hash \
-         WHERE w.id = $1"
+        "SELECT state, definition_hash, version, created_at, updated_at \
+         FROM workflows WHERE id = $1"
     };
     let row: Option<WorkflowRow> = sqlx::query_as(query)
         .bind(workflow_id.as_uuid())
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(WorkflowRow {
+    match row {
+        Some(row) => Ok(Some(restore(connection, workflow_id, row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Locks and loads a workflow; with `seen` (a message id and when it came),
+/// also records the message in the inbox in the same round trip and says
+/// whether it was new there.
+async fn load_locked(
+    connection: &mut PgConnection,
+    workflow_id: WorkflowId,
+    seen: Option<(&str, DateTime<Utc>)>,
+) -> Result<Option<(Loaded, bool)>, Error> {
+    let Some((message_id, received_at)) = seen else {
+        return Ok(load_row(connection, workflow_id, true)
+            .await?
+            .map(|loaded| (loaded, true)));
+    };
+    let row: Option<(bool, WorkflowRow)> = sqlx::query_as::<_, SeenRow>(
+        "WITH seen AS (INSERT INTO inbox (message_id, workflow_id, received_at) \
+                 VALUES ($2, $1, $3) ON CONFLICT (message_id) DO NOTHING RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM seen) AS fresh, state, definition_hash, version, created_at, \
+                 updated_at \
+             FROM workflows WHERE id = $1 FOR UPDATE",
+    )
+    .bind(workflow_id.as_uuid())
+    .bind(message_id)
+    .bind(received_at)
+    .fetch_optional(&mut *connection)
+    .await?
+    .map(|seen| (seen.fresh, seen.row));
+    let Some((fresh, row)) = row else {
+        return Ok(None);
+    };
+    Ok(Some((restore(connection, workflow_id, row).await?, fresh)))
+}
+
+/// The saga of a row, its definition parsed once per process.
+async fn restore(
+    connection: &mut PgConnection,
+    workflow_id: WorkflowId,
+    row: WorkflowRow,
+) -> Result<Loaded, Error> {
+    let WorkflowRow {
         state,
-        source,
+        definition_hash,
         version,
         created_at,
         updated_at,
-    }) = row
-    else {
-        return Ok(None);
-    };
+    } = row;
     let id = *workflow_id.as_uuid();
-    let record = from_state(id, state, source)?;
-    let saga = Saga::restore(record).map_err(|error| Error::CorruptRecord {
+    let corrupt = |error: q2c_core::saga::RecordError| Error::CorruptRecord {
         workflow_id: id,
         reason: error.to_string(),
-    })?;
-    Ok(Some(Loaded {
+    };
+    let saga = match crate::record::parsed(&definition_hash) {
+        Some(definition) => {
+            Saga::restore_with(from_state_alone(id, state)?, definition).map_err(corrupt)?
+        }
+        None => {
+            let (source,): (String,) =
+                sqlx::query_as("SELECT source FROM workflow_definitions WHERE hash = $1")
+                    .bind(&definition_hash)
+                    .fetch_one(&mut *connection)
+                    .await?;
+            let saga = Saga::restore(from_state(id, state, source)?).map_err(corrupt)?;
+            crate::record::remember(saga.shared_definition());
+            saga
+        }
+    };
+    Ok(Loaded {
         saga,
         version,
         created_at,
         updated_at,
-    }))
+    })
 }
 
 /// Writes what a transition decided; returns how many commands it queued.
 async fn write_effects(
     tx: &mut PgConnection,
+    out: &mut Outgoing,
     workflow_id: WorkflowId,
     effects: &[Effect],
     now: DateTime<Utc>,
 ) -> Result<usize, Error> {
     let mut commands = 0;
     let mut timers_scheduled = false;
+    let mut earliest_timer: Option<DateTime<Utc>> = None;
     let mut commands_released = false;
     for effect in effects {
         match effect {
             Effect::SendCommand(command) => {
                 let envelope = envelope(command, now);
-                sqlx::query(
-                    "INSERT INTO outbox (message_id, workflow_id, message_type, body, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+                // Leased to this process's relay when one is attached: it
+                // is handed the row after commit and no other relay takes
+                // it. An id repeated (the same attempt again) adds nothing.
+                let (owner, until) = out.lease.unzip();
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO outbox (message_id, workflow_id, message_type, body, created_at, \
+                     lease_owner, lease_until, publish_attempts) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 IS NULL THEN 0 ELSE 1 END) \
+                     ON CONFLICT (message_id) DO NOTHING RETURNING id",
                 )
                 .bind(envelope.message_id)
                 .bind(workflow_id.as_uuid())
                 .bind(&envelope.message_type)
                 .bind(sqlx::types::Json(&envelope))
                 .bind(now)
-                .execute(&mut *tx)
+                .bind(owner)
+                .bind(until)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if let (Some(id), true) = (id, out.in_process()) {
+                    out.commands.push(Pending {
+                        id,
+                        envelope,
+                        publish_attempts: 1,
+                    });
+                }
                 commands += 1;
             }
             Effect::ScheduleTimer { timer, due_at } => {
@@ -439,6 +769,7 @@ async fn write_effects(
                 .execute(&mut *tx)
                 .await?;
                 timers_scheduled = true;
+                earliest_timer = Some(earliest_timer.map_or(*due_at, |known| known.min(*due_at)));
             }
             Effect::CancelTimer(timer) => {
                 sqlx::query("DELETE FROM timers WHERE workflow_id = $1 AND timer_key = $2")
@@ -467,6 +798,8 @@ async fn write_effects(
                 .execute(&mut *tx)
                 .await?;
                 timers_scheduled = true;
+                // Thawed timers may be due at once.
+                earliest_timer = Some(now);
                 // Commands held while paused may leave now.
                 commands_released = true;
             }
@@ -493,7 +826,18 @@ async fn write_effects(
             }
         }
     }
-    // Notifications are delivered at commit, and only if it commits.
+    out.released |= commands_released;
+    if let Some(earliest) = earliest_timer {
+        out.timers = Some(out.timers.map_or(earliest, |known| known.min(earliest)));
+    }
+    // With a relay and timers in this process, they are woken after the
+    // commit, in process: a NOTIFY would serialise every committing
+    // transaction on Postgres's notification lock. Without, other
+    // processes are told; notifications are delivered at commit, and only
+    // if it commits.
+    if out.in_process() {
+        return Ok(commands);
+    }
     if commands > 0 || commands_released {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(OUTBOX_CHANNEL)

@@ -464,8 +464,10 @@ async fn a_cancellation_waits_for_an_acceptance_of_its_quote_in_progress(pool: P
         .execute(&mut *accepting)
         .await
         .unwrap();
+    let mut outgoing = store.handoff().outgoing(t0());
     q2c_store::workflows::start_in(
         &mut accepting,
+        &mut outgoing,
         workflow(1),
         definition(),
         fixtures::quote(),

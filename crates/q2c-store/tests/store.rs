@@ -221,11 +221,13 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
     let claimed = store.claim_outbox(crashed, lease, 10, t0()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].envelope.message_type, "erp.create_order");
-    let reclaimed = store.claim_outbox(crashed, lease, 10, t0()).await.unwrap();
-    assert_eq!(
-        reclaimed.len(),
-        1,
-        "the owner takes its own rows again at once"
+    assert!(
+        store
+            .claim_outbox(crashed, lease, 10, t0())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a row under a live lease is its holder's, even for the holder's next claim"
     );
     assert!(
         store
@@ -241,7 +243,7 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
         .await
         .unwrap();
     assert_eq!(taken_over.len(), 1);
-    assert_eq!(taken_over[0].publish_attempts, 3);
+    assert_eq!(taken_over[0].publish_attempts, 2);
     assert_eq!(store.outbox_backlog().await.unwrap().unsent, 1);
 
     assert_eq!(
@@ -257,6 +259,76 @@ async fn outbox_rows_are_leased_and_taken_over_when_the_lease_runs_out(pool: PgP
             .unwrap()
             .is_empty()
     );
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn rows_released_by_a_stopping_relay_are_claimed_at_once(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    store
+        .start_workflow(workflow(1), definition(), fixtures::quote(), t0())
+        .await
+        .unwrap();
+    let (stopping, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_outbox(stopping, lease, 10, t0()).await.unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|row| row.id).collect();
+    // Another owner's release changes nothing.
+    store.release_leases(other, &ids).await.unwrap();
+    assert!(
+        store
+            .claim_outbox(other, lease, 10, t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_leases(stopping, &ids).await.unwrap();
+    let taken = store.claim_outbox(other, lease, 10, t0()).await.unwrap();
+    assert_eq!(taken.iter().map(|row| row.id).collect::<Vec<_>>(), ids);
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn a_relay_attached_in_process_is_handed_its_commands_leased_to_it(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let relay = Uuid::from_u128(7);
+    store.handoff().attach(relay, Duration::from_secs(30));
+    store
+        .start_workflow(workflow(1), definition(), fixtures::quote(), t0())
+        .await
+        .unwrap();
+    let handed = store.handoff().take();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].envelope.message_type, "erp.create_order");
+    assert!(store.handoff().take().is_empty(), "handed over once");
+    // Leased to the relay: no other relay claims it while the lease runs.
+    let other = Uuid::from_u128(8);
+    assert!(
+        store
+            .claim_outbox(other, Duration::from_secs(30), 10, t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (owner,): (Option<Uuid>,) = sqlx::query_as("SELECT lease_owner FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, Some(relay));
+
+    // Detached, commands are written unleased for any relay.
+    assert!(store.handoff().detach().is_empty());
+    let mut second = fixtures::draft();
+    second.quote_id = "a0q5e0000000000ZZZ".into();
+    let second = q2c_core::domain::quote::Quote::try_from_draft(second).unwrap();
+    store
+        .start_workflow(workflow(2), definition(), second, t0())
+        .await
+        .unwrap();
+    assert!(store.handoff().take().is_empty());
+    let claimed = store
+        .claim_outbox(other, Duration::from_secs(30), 10, t0())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
 }
 
 #[sqlx::test(migrator = "q2c_store::MIGRATOR")]

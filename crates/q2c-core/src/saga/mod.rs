@@ -155,6 +155,12 @@ impl Saga {
         &self.machine.inner().definition
     }
 
+    /// The same definition, shared: for restoring other instances of it
+    /// without parsing it again ([`Saga::restore_with`]).
+    pub fn shared_definition(&self) -> &Arc<Definition> {
+        &self.machine.inner().definition
+    }
+
     /// The quote being fulfilled.
     pub fn quote(&self) -> &Quote {
         &self.machine.inner().quote

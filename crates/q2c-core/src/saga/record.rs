@@ -70,7 +70,9 @@ pub struct DefinitionRecord {
     pub name: String,
     /// SHA-256 of `source`.
     pub hash: DefinitionHash,
-    /// The full TOML text.
+    /// The full TOML text. A store that keeps it elsewhere (once per hash)
+    /// may leave it out and restore with [`Saga::restore_with`].
+    #[serde(default)]
     pub source: String,
 }
 
@@ -184,6 +186,26 @@ impl Saga {
         }
         let origin = format!("definition `{}` ({})", record.definition.name, actual);
         let definition = Arc::new(Definition::parse(&origin, &record.definition.source)?);
+        Self::restore_with(record, definition)
+    }
+
+    /// Rebuilds a saga from its record and its definition, already parsed
+    /// (and its text checked against its hash) when an earlier record of
+    /// the same definition was restored: the record's own copy of the text
+    /// is not read.
+    pub fn restore_with(record: SagaRecord, definition: Arc<Definition>) -> Result<Self, Error> {
+        if record.record_version > RECORD_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: record.record_version,
+            });
+        }
+        if record.definition.hash != *definition.hash() {
+            return Err(Error::HashMismatch {
+                name: record.definition.name,
+                expected: record.definition.hash,
+                actual: definition.hash().clone(),
+            });
+        }
         let recorded: Vec<&str> = record.steps.iter().map(|step| step.name.as_str()).collect();
         let defined: Vec<&str> = definition
             .steps()
