@@ -102,5 +102,7 @@ else
 fi
 as_root rabbitmqctl -q set_permissions -p / "$AMQP_USER" ".*" ".*" ".*" >/dev/null
 
-echo "export DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE"
+# Loopback: TLS would protect nothing and cost both ends CPU on every
+# statement. Across a network, use sslmode=verify-full instead.
+echo "export DATABASE_URL=postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE?sslmode=disable"
 echo "export AMQP_URL=amqp://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$AMQP_PORT/%2f"

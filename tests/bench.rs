@@ -59,6 +59,8 @@ async fn a_short_run_accounts_for_every_workflow_effect_and_message() {
     assert_eq!(throughput["workflow_latency"]["count"], 240);
     // Every command after the first of each workflow is a handoff.
     assert_eq!(throughput["handoff_latency"]["count"], 240 * 3);
+    assert_eq!(throughput["round_trip_latency"]["count"], 240 * 4);
+    assert_eq!(throughput["intake_latency"]["count"], 240);
     assert_eq!(throughput["broker_messages_per_workflow"], 8.0);
     // At least the acceptance and the four replies commit.
     assert!(throughput["commits_per_workflow"].as_f64().unwrap() >= 1.0);
@@ -85,7 +87,10 @@ async fn a_short_run_accounts_for_every_workflow_effect_and_message() {
 async fn no_figures_when_commits_may_be_lost() {
     let output = bench(
         &["--workflows", "10", "--serial", "0", "--warm-up", "0"],
-        |url| format!("{url}?options=-c%20synchronous_commit%3Doff"),
+        |url| {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}options=-c%20synchronous_commit%3Doff")
+        },
     )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -3,6 +3,9 @@
 //! reply was consumed and when the command it led to was confirmed. Server
 //! timestamps, so the bench's own scheduling never shows in them.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -58,6 +61,12 @@ pub struct PhaseTimes {
     pub workflow: Percentiles,
     /// A reply consumed to the command it led to confirmed by the broker.
     pub handoff: Percentiles,
+    /// A command confirmed to its reply consumed: the broker both ways and
+    /// the connector, the part of a step outside the orchestrator.
+    pub round_trip: Percentiles,
+    /// Acceptance to the first command confirmed: the intake's
+    /// transaction and the first publish.
+    pub intake: Percentiles,
 }
 
 /// Reads the times of the workflows `ids`.
@@ -98,13 +107,65 @@ pub async fn phase_times(pool: &PgPool, ids: &[Uuid]) -> Result<PhaseTimes, Erro
         .fetch_one(pool)
         .await
         .map_err(database)?;
+    let (round_trips, intakes) = round_trips(pool, ids).await?;
     let none = || Error::Refused("a phase with no workflows has no figures".into());
     Ok(PhaseTimes {
         seconds: seconds.ok_or_else(none)?,
         steps,
         workflow: Percentiles::of(latencies).ok_or_else(none)?,
         handoff: Percentiles::of(handoffs).ok_or_else(none)?,
+        round_trip: Percentiles::of(round_trips).ok_or_else(none)?,
+        intake: Percentiles::of(intakes).ok_or_else(none)?,
     })
+}
+
+/// Commands confirmed to their replies consumed (the first reply a
+/// workflow consumed after the command was written: one command is in
+/// flight at a time), and acceptances to their first command confirmed.
+async fn round_trips(pool: &PgPool, ids: &[Uuid]) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    let database = |source| Error::Database {
+        doing: "reading the run's round trips",
+        source,
+    };
+    type Sent = (Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
+    let commands: Vec<Sent> = sqlx::query_as(
+        "SELECT o.workflow_id, w.created_at, o.created_at, o.sent_at \
+         FROM outbox o JOIN workflows w ON w.id = o.workflow_id \
+         WHERE o.workflow_id = ANY($1) AND o.sent_at IS NOT NULL ORDER BY o.id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(database)?;
+    let consumed: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT workflow_id, received_at FROM inbox WHERE workflow_id = ANY($1) ORDER BY received_at",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(database)?;
+    let mut replies: HashMap<Uuid, Vec<DateTime<Utc>>> = HashMap::new();
+    for (workflow, at) in consumed {
+        replies.entry(workflow).or_default().push(at);
+    }
+    let millis = |delta: chrono::TimeDelta| delta.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+    let (mut round_trips, mut intakes) = (Vec::new(), Vec::new());
+    for (workflow, accepted, created, sent) in commands {
+        if created == accepted {
+            intakes.push(millis(sent - accepted));
+        }
+        // Its reply is the workflow's first consumed after it was written.
+        // Under load the relay takes `sent_at` once its whole batch is
+        // confirmed, which can be after a quick reply was consumed: such a
+        // round trip counts as 0.
+        let reply = replies
+            .get(&workflow)
+            .and_then(|times| times.iter().find(|at| **at > created));
+        if let Some(reply) = reply {
+            round_trips.push(millis(*reply - sent).max(0.0));
+        }
+    }
+    Ok((round_trips, intakes))
 }
 
 /// The average size of a workflow's stored state and of a command, in

@@ -21,6 +21,7 @@ pub mod floors;
 pub mod load;
 pub mod orchestrator;
 pub mod report;
+pub mod scale;
 pub mod verify;
 
 use std::collections::HashSet;
@@ -76,6 +77,11 @@ pub struct BenchArgs {
     /// Keep the run's database and queues for a look afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Instead: run the throughput phase beside 1,000 workflows waiting on
+    /// a long timer, then beside this many, and compare the orchestrator's
+    /// memory; time and explain the timer scan and operator queries.
+    #[arg(long, value_name = "WAITING")]
+    pub scale: Option<u64>,
 }
 
 /// What the bench runs against.
@@ -180,8 +186,16 @@ pub async fn run(args: &BenchArgs, target: &Target<'_>) -> Result<Report, Error>
             "nothing to measure: --workflows and --serial are both 0".into(),
         ));
     }
+    if args.scale.is_some_and(|waiting| waiting < SCALE_SMALL) {
+        return Err(Error::Setting(format!(
+            "--scale must be at least {SCALE_SMALL}, the size it is compared with"
+        )));
+    }
     let environment = Environment::create(target.database_url, target.amqp_url).await?;
-    let outcome = run_in(&environment, args, target).await;
+    let outcome = match args.scale {
+        Some(waiting) => run_scale(&environment, args, target, waiting).await,
+        None => run_in(&environment, args, target).await,
+    };
     if args.keep {
         tracing::info!(
             database = environment.database,
@@ -307,7 +321,7 @@ async fn run_in(
     let ledger = sim.ledger();
     sim.shutdown().await?;
 
-    let stored = Stored::read(&pool).await?;
+    let stored = Stored::read(&pool, None).await?;
     let verified = verify::check(&started, "completed", &commands, &stored, &ledger)
         .map_err(Error::Unverified)?;
     durability.observed_deliveries(
@@ -365,6 +379,173 @@ async fn run_in(
         orchestrator_peak_rss_bytes: peak_rss,
         floors,
         ratios,
+        scale: None,
+    })
+}
+
+/// Workflows waiting in the scale test's small run, its point of comparison.
+const SCALE_SMALL: u64 = 1_000;
+
+/// The scale test: the throughput phase beside [`SCALE_SMALL`] waiting
+/// workflows, then (a fresh orchestrator) beside `waiting`.
+async fn run_scale(
+    environment: &Environment,
+    args: &BenchArgs,
+    target: &Target<'_>,
+    waiting: u64,
+) -> Result<Report, Error> {
+    let pool = environment.connect(4).await?;
+    let mut durability = Durability::read(&pool).await?;
+    let known: Vec<String> = durability
+        .unsafe_settings()
+        .into_iter()
+        .filter(|problem| !problem.starts_with("persistent delivery"))
+        .collect();
+    if !known.is_empty() {
+        return Err(Error::Unsafe(known));
+    }
+    let postgres: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&pool)
+        .await
+        .map_err(|source| Error::Database {
+            doing: "reading the server version",
+            source,
+        })?;
+    let steps = target.definition.steps();
+    let Some(last) = steps.last() else {
+        return Err(Error::Setting("the workflow has no steps".into()));
+    };
+    let commands: Vec<String> = steps
+        .iter()
+        .map(|step| step.command.command_type.clone())
+        .collect();
+    let definition = std::sync::Arc::new(target.definition.clone());
+    let sim = Sim::start(SimSettings::new(
+        environment.amqp_url.clone(),
+        environment.topology.clone(),
+    ))
+    .await?;
+    let mut tap = sim.subscribe();
+    let launch = Launch {
+        exe: target.exe,
+        workflows: target.workflows_dir,
+        log_level: &args.orchestrator_log,
+    };
+    let progress = progress_bar(args);
+    let mut started = Vec::new();
+    let mut next_quote = 1;
+    // Per size: workflows waiting, workflows/s, peak RSS.
+    let mut runs: Vec<(u64, f64, u64)> = Vec::new();
+    for (from, to) in [(0, SCALE_SMALL), (SCALE_SMALL, waiting)] {
+        // The orchestrator migrates the database before the first seeding.
+        let mut orchestrator = Orchestrator::start(environment, &launch).await?;
+        progress.set_message(format!("seeding {to} waiting"));
+        scale::seed(&pool, &definition, from, to).await?;
+        let mut load = Load::new(
+            &orchestrator.api,
+            &orchestrator.token,
+            format!("{}.succeeded", last.command.command_type),
+        )?
+        .starting_at(next_quote);
+        let mut rate = None;
+        for (phase, count) in [("warm-up", args.warm_up), ("throughput", args.workflows)] {
+            if count == 0 {
+                continue;
+            }
+            progress.set_message(format!("{phase} beside {to} waiting"));
+            progress.set_length(u64::from(count));
+            progress.set_position(0);
+            let ids = load
+                .run(&mut tap, count, args.concurrency, &progress)
+                .await?;
+            load.await_terminal(&pool, &ids).await?;
+            if phase == "throughput" {
+                let times = figures::phase_times(&pool, &ids).await?;
+                rate = Some(ids.len() as f64 / times.seconds);
+            }
+            started.extend(ids);
+        }
+        next_quote = load.next_quote();
+        orchestrator.check_running()?;
+        let peak = orchestrator.peak_rss_bytes()?;
+        orchestrator.stop().await?;
+        let rate =
+            rate.ok_or_else(|| Error::Setting("--scale needs --workflows above 0".into()))?;
+        runs.push((to, rate, peak));
+    }
+    progress.set_message("timing queries");
+    let queries = scale::measure_queries(&pool).await?;
+    progress.finish_and_clear();
+    let ledger = sim.ledger();
+    sim.shutdown().await?;
+
+    let stored = Stored::read(&pool, Some(&started)).await?;
+    let verified = verify::check(&started, "completed", &commands, &stored, &ledger)
+        .map_err(Error::Unverified)?;
+    let untouched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workflows WHERE quote_id LIKE 'a0qWAIT%' \
+         AND status = 'running' AND version = 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(|source| Error::Database {
+        doing: "counting the waiting workflows",
+        source,
+    })?;
+    if u64::try_from(untouched).unwrap_or(0) != waiting {
+        return Err(Error::Unverified(vec![format!(
+            "{untouched} of {waiting} waiting workflows were left as seeded"
+        )]));
+    }
+    durability.observed_deliveries(
+        verified.persistent_deliveries,
+        verified.deliveries - verified.persistent_deliveries,
+    );
+    let problems = durability.unsafe_settings();
+    if !problems.is_empty() {
+        return Err(Error::Unsafe(problems));
+    }
+    let [
+        (small, small_rate, small_rss),
+        (large, large_rate, large_rss),
+    ] = runs[..]
+    else {
+        return Err(Error::Panicked("the scale runs"));
+    };
+    let scale = scale::Scale {
+        waiting_small: small,
+        waiting_large: large,
+        peak_rss_small_bytes: small_rss,
+        peak_rss_large_bytes: large_rss,
+        rss_ratio: large_rss as f64 / small_rss as f64,
+        workflows_per_second_small: small_rate,
+        workflows_per_second_large: large_rate,
+        queries,
+    };
+    pool.close().await;
+    Ok(Report {
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            postgres,
+        },
+        run: RunShape {
+            workflow: target.definition.name().to_owned(),
+            steps_per_workflow: steps.len(),
+            warm_up: args.warm_up,
+            concurrency: args.concurrency,
+            orchestrator_log: args.orchestrator_log.clone(),
+            connectors: "simulated, answering at once, in the bench's process; \
+                         their deduplication and ledger kept in memory"
+                .into(),
+        },
+        durability,
+        verified,
+        throughput: None,
+        serial: None,
+        orchestrator_peak_rss_bytes: large_rss,
+        floors: None,
+        ratios: None,
+        scale: Some(scale),
     })
 }
 
@@ -402,6 +583,8 @@ async fn phase(pool: &PgPool, measured: &Measured, ledger: &[LedgerEntry]) -> Re
         steps_per_second: times.steps as f64 / times.seconds,
         workflow_latency: times.workflow,
         handoff_latency: times.handoff,
+        round_trip_latency: times.round_trip,
+        intake_latency: times.intake,
         commits_per_workflow: measured.commits as f64 / workflows,
         broker_messages_per_workflow: messages as f64 / workflows,
         orchestrator_cpu_seconds: measured.cpu_seconds,

@@ -168,6 +168,17 @@ impl Load {
         }
     }
 
+    /// Continues another load's quote numbers, so no quote is accepted twice.
+    pub fn starting_at(mut self, next_quote: u32) -> Self {
+        self.next_quote = next_quote;
+        self
+    }
+
+    /// The next quote number this load would use.
+    pub fn next_quote(&self) -> u32 {
+        self.next_quote
+    }
+
     fn ends(&self, entry: &LedgerEntry) -> bool {
         matches!(&entry.event, LedgerEvent::Reply { reply_type, .. } if *reply_type == self.last_reply)
     }

@@ -36,6 +36,8 @@ pub struct Report {
     pub floors: Option<Floors>,
     /// q2c's figures as ratios of the floors.
     pub ratios: Option<Ratios>,
+    /// The scale test, when asked for.
+    pub scale: Option<crate::scale::Scale>,
 }
 
 /// Where it ran.
@@ -79,6 +81,10 @@ pub struct Phase {
     pub workflow_latency: Percentiles,
     /// Reply consumed to next command confirmed.
     pub handoff_latency: Percentiles,
+    /// Command confirmed to its reply consumed (broker and connector).
+    pub round_trip_latency: Percentiles,
+    /// Acceptance to first command confirmed.
+    pub intake_latency: Percentiles,
     /// Postgres commits in the run's database, per workflow.
     pub commits_per_workflow: f64,
     /// Messages through the broker (commands delivered, replies
@@ -189,8 +195,16 @@ impl Report {
                 spread(&phase.workflow_latency),
             );
             line(
+                "intake to 1st command ms p50/p95/p99",
+                spread(&phase.intake_latency),
+            );
+            line(
                 "step handoff ms p50 / p95 / p99",
                 spread(&phase.handoff_latency),
+            );
+            line(
+                "command to reply ms p50 / p95 / p99",
+                spread(&phase.round_trip_latency),
             );
             line(
                 "postgres commits / workflow",
@@ -276,6 +290,10 @@ impl Report {
                     ),
                 );
             }
+        }
+        if let Some(scale) = &self.scale {
+            let _ = writeln!(out);
+            out.push_str(&scale.table());
         }
         out
     }

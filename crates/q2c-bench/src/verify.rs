@@ -40,16 +40,20 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// Reads it.
-    pub async fn read(pool: &PgPool) -> Result<Self, Error> {
+    /// Reads it, for every workflow in the database (`only: None`) or for
+    /// those given.
+    pub async fn read(pool: &PgPool, only: Option<&[Uuid]>) -> Result<Self, Error> {
         let database = |source| Error::Database {
             doing: "reading the run's outcome",
             source,
         };
-        let statuses: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM workflows")
-            .fetch_all(pool)
-            .await
-            .map_err(database)?;
+        let statuses: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, status FROM workflows WHERE $1::uuid[] IS NULL OR id = ANY($1)",
+        )
+        .bind(only)
+        .fetch_all(pool)
+        .await
+        .map_err(database)?;
         let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             .fetch_one(pool)
             .await
