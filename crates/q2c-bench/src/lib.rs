@@ -220,51 +220,18 @@ async fn run_in(
     args: &BenchArgs,
     target: &Target<'_>,
 ) -> Result<Report, Error> {
-    let pool = environment.connect(20).await?;
-    let mut durability = Durability::read(&pool).await?;
-    let unsafe_settings = durability.unsafe_settings();
-    // Persistent delivery is observed during the run; the rest is known now.
-    let settings_known: Vec<String> = unsafe_settings
-        .into_iter()
-        .filter(|problem| !problem.starts_with("persistent delivery"))
-        .collect();
-    if !settings_known.is_empty() {
-        return Err(Error::Unsafe(settings_known));
-    }
-    let postgres: String = sqlx::query_scalar("SELECT current_setting('server_version')")
-        .fetch_one(&pool)
-        .await
-        .map_err(|source| Error::Database {
-            doing: "reading the server version",
-            source,
-        })?;
-
-    let steps = target.definition.steps();
-    let Some(last) = steps.last() else {
-        return Err(Error::Setting("the workflow has no steps".into()));
-    };
-    let commands: Vec<String> = steps
-        .iter()
-        .map(|step| step.command.command_type.clone())
-        .collect();
-
-    let sim = Sim::start(SimSettings::new(
-        environment.amqp_url.clone(),
-        environment.topology.clone(),
-    ))
-    .await?;
-    let mut tap = sim.subscribe();
-    let launch = Launch {
-        exe: target.exe,
-        workflows: target.workflows_dir,
-        log_level: &args.orchestrator_log,
-    };
+    let Prepared {
+        pool,
+        mut durability,
+        machine,
+        commands,
+        last_reply,
+        sim,
+        mut tap,
+    } = prepare(environment, target, 20).await?;
+    let launch = launch(args, target);
     let mut orchestrator = Orchestrator::start(environment, &launch).await?;
-    let mut load = Load::new(
-        &orchestrator.api,
-        &orchestrator.token,
-        format!("{}.succeeded", last.command.command_type),
-    )?;
+    let mut load = Load::new(&orchestrator.api, &orchestrator.token, last_reply)?;
     let progress = progress_bar(args);
 
     let mut started = Vec::new();
@@ -353,25 +320,14 @@ async fn run_in(
     } else {
         None
     };
+    let steps = target.definition.steps().len();
     let ratios = floors
         .as_ref()
-        .map(|floors| Ratios::of(floors, steps.len(), throughput.as_ref(), serial.as_ref()));
+        .map(|floors| Ratios::of(floors, steps, throughput.as_ref(), serial.as_ref()));
     pool.close().await;
     Ok(Report {
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, usize::from),
-            postgres,
-        },
-        run: RunShape {
-            workflow: target.definition.name().to_owned(),
-            steps_per_workflow: steps.len(),
-            warm_up: args.warm_up,
-            concurrency: args.concurrency,
-            orchestrator_log: args.orchestrator_log.clone(),
-            connectors: "simulated, answering at once, in the bench's process; \
-                         their deduplication and ledger kept in memory"
-                .into(),
-        },
+        machine,
+        run: run_shape(args, target),
         durability,
         verified,
         throughput,
@@ -383,19 +339,31 @@ async fn run_in(
     })
 }
 
-/// Workflows waiting in the scale test's small run, its point of comparison.
-const SCALE_SMALL: u64 = 1_000;
+/// What every run sets up before its orchestrator starts.
+struct Prepared {
+    /// On the run's database, with the orchestrator's URL.
+    pool: PgPool,
+    /// Postgres's settings, checked safe; persistent delivery is observed
+    /// during the run.
+    durability: Durability,
+    machine: Machine,
+    /// Each step's command type: one effect each per workflow.
+    commands: Vec<String>,
+    /// The reply that ends a workflow.
+    last_reply: String,
+    sim: Sim,
+    tap: tokio::sync::broadcast::Receiver<LedgerEntry>,
+}
 
-/// The scale test: the throughput phase beside [`SCALE_SMALL`] waiting
-/// workflows, then (a fresh orchestrator) beside `waiting`.
-async fn run_scale(
+/// Checks the durability settings (no run without them), reads the
+/// machine, and starts the simulated connectors.
+async fn prepare(
     environment: &Environment,
-    args: &BenchArgs,
     target: &Target<'_>,
-    waiting: u64,
-) -> Result<Report, Error> {
-    let pool = environment.connect(4).await?;
-    let mut durability = Durability::read(&pool).await?;
+    connections: u32,
+) -> Result<Prepared, Error> {
+    let pool = environment.connect(connections).await?;
+    let durability = Durability::read(&pool).await?;
     let known: Vec<String> = durability
         .unsafe_settings()
         .into_iter()
@@ -415,22 +383,75 @@ async fn run_scale(
     let Some(last) = steps.last() else {
         return Err(Error::Setting("the workflow has no steps".into()));
     };
-    let commands: Vec<String> = steps
+    let commands = steps
         .iter()
         .map(|step| step.command.command_type.clone())
         .collect();
-    let definition = std::sync::Arc::new(target.definition.clone());
     let sim = Sim::start(SimSettings::new(
         environment.amqp_url.clone(),
         environment.topology.clone(),
     ))
     .await?;
-    let mut tap = sim.subscribe();
-    let launch = Launch {
+    let tap = sim.subscribe();
+    Ok(Prepared {
+        pool,
+        durability,
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            postgres,
+        },
+        commands,
+        last_reply: format!("{}.succeeded", last.command.command_type),
+        sim,
+        tap,
+    })
+}
+
+/// How the orchestrator under test is started.
+fn launch<'a>(args: &'a BenchArgs, target: &'a Target<'_>) -> Launch<'a> {
+    Launch {
         exe: target.exe,
         workflows: target.workflows_dir,
         log_level: &args.orchestrator_log,
-    };
+    }
+}
+
+/// How the run ran, for the report.
+fn run_shape(args: &BenchArgs, target: &Target<'_>) -> RunShape {
+    RunShape {
+        workflow: target.definition.name().to_owned(),
+        steps_per_workflow: target.definition.steps().len(),
+        warm_up: args.warm_up,
+        concurrency: args.concurrency,
+        orchestrator_log: args.orchestrator_log.clone(),
+        connectors: "simulated, answering at once, in the bench's process; \
+                     their deduplication and ledger kept in memory"
+            .into(),
+    }
+}
+
+/// Workflows waiting in the scale test's small run, its point of comparison.
+const SCALE_SMALL: u64 = 1_000;
+
+/// The scale test: the throughput phase beside [`SCALE_SMALL`] waiting
+/// workflows, then (a fresh orchestrator) beside `waiting`.
+async fn run_scale(
+    environment: &Environment,
+    args: &BenchArgs,
+    target: &Target<'_>,
+    waiting: u64,
+) -> Result<Report, Error> {
+    let Prepared {
+        pool,
+        mut durability,
+        machine,
+        commands,
+        last_reply,
+        sim,
+        mut tap,
+    } = prepare(environment, target, 4).await?;
+    let definition = std::sync::Arc::new(target.definition.clone());
+    let launch = launch(args, target);
     let progress = progress_bar(args);
     let mut started = Vec::new();
     let mut next_quote = 1;
@@ -441,12 +462,8 @@ async fn run_scale(
         let mut orchestrator = Orchestrator::start(environment, &launch).await?;
         progress.set_message(format!("seeding {to} waiting"));
         scale::seed(&pool, &definition, from, to).await?;
-        let mut load = Load::new(
-            &orchestrator.api,
-            &orchestrator.token,
-            format!("{}.succeeded", last.command.command_type),
-        )?
-        .starting_at(next_quote);
+        let mut load = Load::new(&orchestrator.api, &orchestrator.token, last_reply.clone())?
+            .starting_at(next_quote);
         let mut rate = None;
         for (phase, count) in [("warm-up", args.warm_up), ("throughput", args.workflows)] {
             if count == 0 {
@@ -524,20 +541,8 @@ async fn run_scale(
     };
     pool.close().await;
     Ok(Report {
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, usize::from),
-            postgres,
-        },
-        run: RunShape {
-            workflow: target.definition.name().to_owned(),
-            steps_per_workflow: steps.len(),
-            warm_up: args.warm_up,
-            concurrency: args.concurrency,
-            orchestrator_log: args.orchestrator_log.clone(),
-            connectors: "simulated, answering at once, in the bench's process; \
-                         their deduplication and ledger kept in memory"
-                .into(),
-        },
+        machine,
+        run: run_shape(args, target),
         durability,
         verified,
         throughput: None,

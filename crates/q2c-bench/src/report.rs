@@ -136,35 +136,55 @@ impl Report {
     /// The report as a table.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let mut line = |label: &str, value: String| {
-            let _ = writeln!(out, "  {label:<38} {value}");
-        };
-        line(
+        row(
+            &mut out,
             "machine",
             format!(
                 "{} CPUs; Postgres {}",
                 self.machine.cpus, self.machine.postgres
             ),
         );
-        line(
+        row(
+            &mut out,
             "workflow",
             format!(
                 "{} ({} steps), {} warm-up workflows first",
                 self.run.workflow, self.run.steps_per_workflow, self.run.warm_up
             ),
         );
-        line("connectors", self.run.connectors.clone());
-        line("orchestrator log level", self.run.orchestrator_log.clone());
+        row(&mut out, "connectors", self.run.connectors.clone());
+        row(
+            &mut out,
+            "orchestrator log level",
+            self.run.orchestrator_log.clone(),
+        );
         let d = &self.durability;
-        line("postgres fsync", d.fsync.clone());
-        line("postgres synchronous_commit", d.synchronous_commit.clone());
-        line("postgres full_page_writes", d.full_page_writes.clone());
-        line("postgres wal_sync_method", d.wal_sync_method.clone());
-        line("publisher confirms", d.publisher_confirms.clone());
-        line("persistent delivery", d.persistent_delivery.clone());
-        line("queues", d.queues.clone());
+        row(&mut out, "postgres fsync", d.fsync.clone());
+        row(
+            &mut out,
+            "postgres synchronous_commit",
+            d.synchronous_commit.clone(),
+        );
+        row(
+            &mut out,
+            "postgres full_page_writes",
+            d.full_page_writes.clone(),
+        );
+        row(
+            &mut out,
+            "postgres wal_sync_method",
+            d.wal_sync_method.clone(),
+        );
+        row(&mut out, "publisher confirms", d.publisher_confirms.clone());
+        row(
+            &mut out,
+            "persistent delivery",
+            d.persistent_delivery.clone(),
+        );
+        row(&mut out, "queues", d.queues.clone());
         let v = &self.verified;
-        line(
+        row(
+            &mut out,
             "verified",
             format!(
                 "{} workflows `{}`, {} effects each exactly once, nothing unsent or dead-lettered",
@@ -181,40 +201,53 @@ impl Report {
             let Some(phase) = phase else { continue };
             let _ = writeln!(out);
             let _ = writeln!(out, "{name}");
-            let mut line = |label: &str, value: String| {
-                let _ = writeln!(out, "  {label:<38} {value}");
-            };
-            line(
+            row(
+                &mut out,
                 "workflows",
                 format!("{} in {:.2} s", phase.workflows, phase.seconds),
             );
-            line("workflows/s", format!("{:.1}", phase.workflows_per_second));
-            line("steps/s", format!("{:.1}", phase.steps_per_second));
-            line(
+            row(
+                &mut out,
+                "workflows/s",
+                format!("{:.1}", phase.workflows_per_second),
+            );
+            row(
+                &mut out,
+                "steps/s",
+                format!("{:.1}", phase.steps_per_second),
+            );
+            row(
+                &mut out,
                 "workflow latency ms p50 / p95 / p99",
                 spread(&phase.workflow_latency),
             );
-            line(
+            row(
+                &mut out,
                 "intake to 1st command ms p50/p95/p99",
                 spread(&phase.intake_latency),
             );
-            line(
+            row(
+                &mut out,
                 "step handoff ms p50 / p95 / p99",
                 spread(&phase.handoff_latency),
             );
-            line(
+            row(
+                &mut out,
                 "command to reply ms p50 / p95 / p99",
                 spread(&phase.round_trip_latency),
             );
-            line(
+            row(
+                &mut out,
                 "postgres commits / workflow",
                 format!("{:.2}", phase.commits_per_workflow),
             );
-            line(
+            row(
+                &mut out,
                 "broker messages / workflow",
                 format!("{:.2}", phase.broker_messages_per_workflow),
             );
-            line(
+            row(
+                &mut out,
                 "orchestrator CPU s",
                 format!(
                     "{:.2} ({:.2} ms / workflow)",
@@ -233,10 +266,8 @@ impl Report {
         if let Some(floors) = &self.floors {
             let _ = writeln!(out);
             let _ = writeln!(out, "floors (same database and broker, this run)");
-            let mut line = |label: &str, value: String| {
-                let _ = writeln!(out, "  {label:<38} {value}");
-            };
-            line(
+            row(
+                &mut out,
                 "row sizes",
                 format!(
                     "state {} B, command {} B",
@@ -244,7 +275,8 @@ impl Report {
                 ),
             );
             for floor in [&floors.transition_1_client, &floors.transition_16_clients] {
-                line(
+                row(
+                    &mut out,
                     &format!("transition tx, {} client(s)", floor.clients),
                     format!(
                         "{:.0}/s, p50 {:.2} ms",
@@ -252,7 +284,8 @@ impl Report {
                     ),
                 );
             }
-            line(
+            row(
+                &mut out,
                 "confirmed request/reply",
                 format!(
                     "p50 {:.2} ms, p99 {:.2} ms",
@@ -263,11 +296,9 @@ impl Report {
         if let Some(ratios) = &self.ratios {
             let _ = writeln!(out);
             let _ = writeln!(out, "ratios");
-            let mut line = |label: &str, value: String| {
-                let _ = writeln!(out, "  {label:<38} {value}");
-            };
             if let Some(ratio) = ratios.steps_per_second_to_transition_floor {
-                line(
+                row(
+                    &mut out,
                     "steps/s ÷ 16-client transition floor",
                     verdict(
                         ratio,
@@ -276,12 +307,14 @@ impl Report {
                     ),
                 );
             }
-            line(
+            row(
+                &mut out,
                 "floor path (5 commits + 4 round trips)",
                 format!("{:.2} ms", ratios.floor_path_ms),
             );
             if let Some(ratio) = ratios.serial_p50_to_floor_path {
-                line(
+                row(
+                    &mut out,
                     "serial p50 ÷ floor path",
                     verdict(
                         ratio,
@@ -297,6 +330,11 @@ impl Report {
         }
         out
     }
+}
+
+/// One labelled line of the table.
+fn row(out: &mut String, label: &str, value: String) {
+    let _ = writeln!(out, "  {label:<38} {value}");
 }
 
 fn spread(percentiles: &Percentiles) -> String {
