@@ -378,6 +378,10 @@ fn broker_settings() -> anyhow::Result<(String, Topology)> {
     Ok((amqp_url, topology))
 }
 
+/// How long a pooled connection may sit idle and still be used without a
+/// check first.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn connect() -> anyhow::Result<sqlx::PgPool> {
     let url = settings::required(
         "DATABASE_URL",
@@ -386,6 +390,20 @@ async fn connect() -> anyhow::Result<sqlx::PgPool> {
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(std::time::Duration::from_secs(5))
+        // A connection in steady use is known to work: pinging it before
+        // each transaction would add a round trip to every one of them.
+        // One left idle for a while may have been cut (a restart, a
+        // failover) and is checked first, so it is replaced rather than
+        // failing the work given to it.
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(&url)
         .await
         .with_context(|| "DATABASE_URL: cannot connect to Postgres")

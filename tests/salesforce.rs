@@ -219,7 +219,7 @@ async fn serve_killed_while_200_events_are_delivered_starts_each_workflow_once()
     assert_eq!(workflows(&world).await, 200);
     assert_eq!(
         world
-            .count("SELECT count(DISTINCT state->'quote'->>'quote_id') FROM workflows")
+            .count("SELECT count(DISTINCT state::jsonb->'quote'->>'quote_id') FROM workflows")
             .await,
         200
     );

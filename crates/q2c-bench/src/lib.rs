@@ -43,10 +43,12 @@ use crate::verify::Stored;
 
 pub use report::Report as BenchReport;
 
-/// How Postgres counts commits: a backend publishes its counts at most
-/// once a second, and within a second of going idle. Counters are read
-/// this long after the work they should include.
-const STATS_SETTLE: Duration = Duration::from_millis(1500);
+/// How Postgres (15) counts commits: a backend publishes its counts at
+/// most once a second, and one that goes idle within a second of its last
+/// report holds them for ten seconds. Counters are read this long after
+/// the work they should include; the orchestrator's idle polling meanwhile
+/// (its relay and timer loops, a few commits a second) is counted too.
+const STATS_SETTLE: Duration = Duration::from_secs(11);
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -246,16 +248,19 @@ async fn run_in(
         started.extend(ids);
     }
     let mut throughput = None;
+    // The counters where the last phase ended, if one did.
+    let mut settled = None;
     if args.workflows > 0 {
         progress.set_message(format!("throughput, concurrency {}", args.concurrency));
         progress.set_length(u64::from(args.workflows));
         progress.set_position(0);
-        let before = counters(environment, &orchestrator, &load).await?;
+        let before = counters_before(environment, &orchestrator, &load).await?;
         let ids = load
             .run(&mut tap, args.workflows, args.concurrency, &progress)
             .await?;
         load.await_terminal(&pool, &ids).await?;
-        let after = counters(environment, &orchestrator, &load).await?;
+        let after = counters_after(environment, &orchestrator, &load).await?;
+        settled = Some(after);
         started.extend(ids.iter().copied());
         throughput = Some(Measured {
             ids,
@@ -269,11 +274,15 @@ async fn run_in(
         progress.set_message("serial");
         progress.set_length(u64::from(args.serial));
         progress.set_position(0);
-        let before = counters(environment, &orchestrator, &load).await?;
+        // The last phase's settled commits are where this one starts.
+        let before = match settled {
+            Some((commits, _)) => (commits, orchestrator.cpu_seconds()?),
+            None => counters_before(environment, &orchestrator, &load).await?,
+        };
         let ids = load
             .run_serially(&mut tap, &pool, args.serial, &progress)
             .await?;
-        let after = counters(environment, &orchestrator, &load).await?;
+        let after = counters_after(environment, &orchestrator, &load).await?;
         started.extend(ids.iter().copied());
         serial = Some(Measured {
             ids,
@@ -555,8 +564,9 @@ async fn run_scale(
 }
 
 /// Commits in the run's database (less the bench's own queries) and the
-/// orchestrator's CPU seconds, once Postgres's counts have settled.
-async fn counters(
+/// orchestrator's CPU seconds where a phase starts: both once Postgres's
+/// counts of what came before have settled.
+async fn counters_before(
     environment: &Environment,
     orchestrator: &Orchestrator,
     load: &Load,
@@ -564,6 +574,19 @@ async fn counters(
     tokio::time::sleep(STATS_SETTLE).await;
     let commits = environment.commits().await? - load.own_queries;
     Ok((commits, orchestrator.cpu_seconds()?))
+}
+
+/// The same where a phase ends: the CPU seconds at once, the commits once
+/// Postgres's counts of the phase have settled.
+async fn counters_after(
+    environment: &Environment,
+    orchestrator: &Orchestrator,
+    load: &Load,
+) -> Result<(i64, f64), Error> {
+    let cpu_seconds = orchestrator.cpu_seconds()?;
+    tokio::time::sleep(STATS_SETTLE).await;
+    let commits = environment.commits().await? - load.own_queries;
+    Ok((commits, cpu_seconds))
 }
 
 /// One phase's figures: times from the database, counts from the ledger.

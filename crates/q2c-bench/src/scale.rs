@@ -117,7 +117,8 @@ pub async fn seed(
                      updated_at, current_step, state_since) \
                  SELECT id, $3, $4, 'a0qWAIT' || lpad(n::text, 11, '0'), 'W-' || n, \
                      '0015e00000WAITING', '0065e00000WAITING', 'running', NULL, \
-                     jsonb_set($5::jsonb, '{workflow_id}', to_jsonb(id::text)), 1, $6, $6, $7, $6 \
+                     jsonb_set($5::jsonb, '{workflow_id}', to_jsonb(id::text))::text, 1, $6, $6, \
+                     $7, $6 \
                  FROM (SELECT gen_random_uuid() AS id, n FROM generate_series($1, $2) AS n) AS new \
                  RETURNING id) \
              INSERT INTO timers (workflow_id, timer_key, timer, due_at) \

@@ -176,12 +176,13 @@ impl Store {
         let quote_id = quote.quote_id().as_str().to_owned();
         let mut tx = self.pool().begin().await?;
         lock_quote(&mut tx, &quote_id).await?;
-        if !claim(&mut tx, source, &quote_id, Kind::Accepted, None, now).await? {
+        let claim = claim(&mut tx, source, &quote_id, Kind::Accepted, None, now).await?;
+        if !claim.claimed {
             return repeat(tx, source.event_uuid, at, now).await;
         }
 
         let mut out = self.handoff().outgoing(now);
-        let (outcome, workflow_id) = if has_cancellation(&mut tx, &quote_id).await? {
+        let (outcome, workflow_id) = if claim.quote_cancelled {
             (Outcome::QuoteCancelled, None)
         } else {
             match start_in(&mut tx, &mut out, workflow_id, definition, quote, now).await? {
@@ -220,7 +221,10 @@ impl Store {
     ) -> Result<Admission, Error> {
         let mut tx = self.pool().begin().await?;
         lock_quote(&mut tx, quote_id).await?;
-        if !claim(&mut tx, source, quote_id, Kind::Cancelled, reason, now).await? {
+        if !claim(&mut tx, source, quote_id, Kind::Cancelled, reason, now)
+            .await?
+            .claimed
+        {
             return repeat(tx, source.event_uuid, at, now).await;
         }
 
@@ -324,9 +328,17 @@ async fn lock_quote(tx: &mut PgConnection, quote_id: &str) -> Result<(), Error> 
     Ok(())
 }
 
-/// Claims the event id; `false` if it was admitted before. A concurrent
-/// admission of the same id waits here for the first one to commit, then
-/// sees it.
+/// What claiming an event id found.
+struct Claim {
+    /// Whether the id is new: `false` if it was admitted before.
+    claimed: bool,
+    /// Whether the quote's cancellation is on record, whatever it came to.
+    quote_cancelled: bool,
+}
+
+/// Claims the event id, and looks for the quote's cancellation in the same
+/// round trip. A concurrent admission of the same id waits here for the
+/// first one to commit, then sees it.
 async fn claim(
     tx: &mut PgConnection,
     source: &Source<'_>,
@@ -334,11 +346,14 @@ async fn claim(
     kind: Kind,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<bool, Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO intake_events \
-         (event_uuid, channel, replay_id, quote_id, kind, reason, outcome, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) ON CONFLICT (event_uuid) DO NOTHING",
+) -> Result<Claim, Error> {
+    let (claimed, quote_cancelled): (bool, bool) = sqlx::query_as(
+        "WITH claimed AS (INSERT INTO intake_events \
+             (event_uuid, channel, replay_id, quote_id, kind, reason, outcome, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) ON CONFLICT (event_uuid) DO NOTHING \
+             RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM claimed), \
+             EXISTS (SELECT 1 FROM intake_events WHERE quote_id = $4 AND kind = 'cancelled')",
     )
     .bind(source.event_uuid)
     .bind(source.channel)
@@ -347,21 +362,12 @@ async fn claim(
     .bind(kind.as_str())
     .bind(reason)
     .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(claimed == 1)
-}
-
-/// Whether the quote's cancellation is on record, whatever it came to.
-async fn has_cancellation(tx: &mut PgConnection, quote_id: &str) -> Result<bool, Error> {
-    let (cancelled,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM intake_events WHERE quote_id = $1 AND kind = 'cancelled')",
-    )
-    .bind(quote_id)
     .fetch_one(&mut *tx)
     .await?;
-    Ok(cancelled)
+    Ok(Claim {
+        claimed,
+        quote_cancelled,
+    })
 }
 
 /// The answer to an event id seen before. Its work committed then; with

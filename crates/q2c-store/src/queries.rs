@@ -16,7 +16,8 @@ use crate::{Error, Store};
 
 /// The statuses a workflow never leaves; the indexes on live workflows
 /// repeat this list, so it must not change without them.
-const TERMINAL: &str = "('completed', 'compensated', 'failed', 'cancelled', 'terminated')";
+pub(crate) const TERMINAL: &str =
+    "('completed', 'compensated', 'failed', 'cancelled', 'terminated')";
 
 /// One line of a workflow list.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -8,39 +8,29 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use q2c_core::definition::Definition;
 use q2c_core::saga::SagaRecord;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::Error;
 
-/// The record as stored in `workflows.state`: without the definition text.
-pub(crate) fn to_state(record: &SagaRecord) -> Result<Value, Error> {
-    let mut value = serde_json::to_value(record).map_err(|error| Error::CorruptRecord {
+/// The record as stored in `workflows.state`: JSON text without the
+/// definition text.
+pub(crate) fn to_state(mut record: SagaRecord) -> Result<String, Error> {
+    record.definition.source = String::new();
+    serde_json::to_string(&record).map_err(|error| Error::CorruptRecord {
         workflow_id: *record.workflow_id.as_uuid(),
         reason: error.to_string(),
-    })?;
-    if let Some(definition) = value.get_mut("definition").and_then(Value::as_object_mut) {
-        definition.remove("source");
-    }
-    Ok(value)
+    })
 }
 
 /// Joins a stored state with its definition text back into a record.
 pub(crate) fn from_state(
     workflow_id: Uuid,
-    mut state: Value,
+    state: &str,
     source: String,
 ) -> Result<SagaRecord, Error> {
-    let corrupt = |reason: String| Error::CorruptRecord {
-        workflow_id,
-        reason,
-    };
-    let definition = state
-        .get_mut("definition")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| corrupt("it has no definition".to_owned()))?;
-    definition.insert("source".to_owned(), Value::String(source));
-    serde_json::from_value(state).map_err(|error| corrupt(error.to_string()))
+    let mut record = from_state_alone(workflow_id, state)?;
+    record.definition.source = source;
+    Ok(record)
 }
 
 /// Definitions parsed in this process, by hash. Content-addressed, so an
@@ -69,8 +59,8 @@ pub(crate) fn remember(definition: &Arc<Definition>) {
 
 /// Reads a stored state without its definition text, for
 /// [`q2c_core::saga::Saga::restore_with`].
-pub(crate) fn from_state_alone(workflow_id: Uuid, state: Value) -> Result<SagaRecord, Error> {
-    serde_json::from_value(state).map_err(|error| Error::CorruptRecord {
+pub(crate) fn from_state_alone(workflow_id: Uuid, state: &str) -> Result<SagaRecord, Error> {
+    serde_json::from_str(state).map_err(|error| Error::CorruptRecord {
         workflow_id,
         reason: error.to_string(),
     })

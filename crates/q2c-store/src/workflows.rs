@@ -8,10 +8,11 @@ use q2c_core::definition::Definition;
 use q2c_core::domain::ids::WorkflowId;
 use q2c_core::domain::quote::Quote;
 use q2c_core::saga::{Command, Disposition, Effect, Event, Phase, Saga, Status, TimerId};
-use sqlx::{Acquire, PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::outbox::{Outgoing, Pending};
+use crate::queries::TERMINAL;
 use crate::record::{from_state, from_state_alone, to_state};
 use crate::references;
 use crate::{Error, OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
@@ -156,59 +157,39 @@ pub async fn start_in(
     now: DateTime<Utc>,
 ) -> Result<StartOutcome, Error> {
     let (saga, effects) = Saga::start(workflow_id, definition, quote, now);
-    sqlx::query(
-        "INSERT INTO workflow_definitions (hash, name, source) VALUES ($1, $2, $3) \
-         ON CONFLICT (hash) DO NOTHING",
-    )
-    .bind(saga.definition().hash().as_str())
-    .bind(saga.definition().name())
-    .bind(saga.definition().source())
-    .execute(&mut **tx)
-    .await?;
-
-    let quote = saga.quote();
-    // The live-quote index can refuse the row; a savepoint keeps the
-    // caller's transaction usable when it does.
-    let mut savepoint = tx.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO workflows (id, definition_hash, definition_name, quote_id, quote_number, \
-         account_id, opportunity_id, status, outcome, state, version, created_at, updated_at, \
-         current_step, state_since) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $11)",
-    )
-    .bind(workflow_id.as_uuid())
-    .bind(saga.definition().hash().as_str())
-    .bind(saga.definition().name())
-    .bind(quote.quote_id().as_str())
-    .bind(quote.quote_number())
-    .bind(quote.account_id().as_str())
-    .bind(quote.opportunity_id().as_str())
-    .bind(saga.status().as_str())
-    .bind(saga.outcome().map(|outcome| outcome.as_str()))
-    .bind(to_state(&saga.record())?)
-    .bind(now)
-    .bind(saga.current_step().map(|(step, _)| step))
-    .execute(&mut *savepoint)
-    .await;
-    match inserted {
-        Err(sqlx::Error::Database(error))
-            if error.constraint() == Some("workflows_one_live_per_quote") =>
-        {
-            savepoint.rollback().await?;
-            let (live,): (Uuid,) = sqlx::query_as(
-                "SELECT id FROM workflows WHERE quote_id = $1 \
-                 AND status NOT IN ('completed', 'compensated', 'failed', 'cancelled', 'terminated')",
-            )
-            .bind(quote.quote_id().as_str())
-            .fetch_one(&mut **tx)
-            .await?;
-            return Ok(StartOutcome::QuoteHasLiveWorkflow(WorkflowId::new(live)));
+    let update = Update {
+        workflow_id,
+        saga: &saga,
+        state: to_state(saga.record())?,
+        version: 1,
+        now,
+        moved: true,
+        references: Vec::new(),
+        answers: None,
+    };
+    let inserted = match Simple::of(&effects, now) {
+        Some(simple) => {
+            write_at_once(tx, out, &update, Row::Insert, &simple)
+                .await?
+                .row_written
         }
-        Err(error) => return Err(error.into()),
-        Ok(_) => savepoint.commit().await?,
+        None => {
+            let inserted = insert_row(tx, &update).await?;
+            if inserted {
+                write_effects(tx, out, workflow_id, &effects, now).await?;
+            }
+            inserted
+        }
+    };
+    if !inserted {
+        let (live,): (Uuid,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM workflows WHERE quote_id = $1 AND status NOT IN {TERMINAL}"
+        )))
+        .bind(saga.quote().quote_id().as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        return Ok(StartOutcome::QuoteHasLiveWorkflow(WorkflowId::new(live)));
     }
-
-    write_effects(tx, out, workflow_id, &effects, now).await?;
     Ok(StartOutcome::Started(Started {
         workflow_id,
         status: saga.status(),
@@ -292,7 +273,7 @@ pub(crate) async fn transition(
     let update = Update {
         workflow_id,
         saga: &loaded.saga,
-        state: to_state(&loaded.saga.record())?,
+        state: to_state(loaded.saga.record())?,
         version,
         now,
         moved,
@@ -305,7 +286,10 @@ pub(crate) async fn transition(
         },
     };
     let (commands, answered) = match Simple::of(&decision.effects, now) {
-        Some(simple) => write_at_once(tx, out, &update, &simple).await?,
+        Some(simple) => {
+            let written = write_at_once(tx, out, &update, Row::Update, &simple).await?;
+            (written.commands, written.answered)
+        }
         None => {
             update.write(tx).await?;
             let commands = write_effects(tx, out, workflow_id, &decision.effects, now).await?;
@@ -331,7 +315,7 @@ pub(crate) async fn transition(
 struct Update<'a> {
     workflow_id: WorkflowId,
     saga: &'a Saga,
-    state: serde_json::Value,
+    state: String,
     version: i64,
     now: DateTime<Utc>,
     /// Whether it moved to another status, step or phase.
@@ -346,10 +330,61 @@ const UPDATE_WORKFLOW: &str = "UPDATE workflows SET status = $2, outcome = $3, s
      version = $5, updated_at = $6, paused = $7, current_step = $8, \
      state_since = CASE WHEN $9 THEN $6 ELSE state_since END WHERE id = $1";
 
+/// A new workflow's row, with the columns of [`UPDATE_WORKFLOW`] and its
+/// definition and quote as the seven parameters from `$first` on
+/// ([`Update::bind_start`]); its definition's text is stored once per hash
+/// beside it. Two CTEs, `definition` and `workflow`; `workflow` returns
+/// nothing when the quote has a live workflow already, and nothing is then
+/// written.
+fn insert_workflow(first: usize) -> String {
+    let [hash, name, source, quote_id, number, account, opportunity] =
+        std::array::from_fn(|n| format!("${}", first + n));
+    format!(
+        "definition AS (INSERT INTO workflow_definitions (hash, name, source) \
+             VALUES ({hash}, {name}, {source}) ON CONFLICT (hash) DO NOTHING), \
+         workflow AS (INSERT INTO workflows (id, definition_hash, definition_name, quote_id, \
+             quote_number, account_id, opportunity_id, status, outcome, state, version, \
+             created_at, updated_at, paused, current_step, state_since) \
+             VALUES ($1, {hash}, {name}, {quote_id}, {number}, {account}, {opportunity}, \
+                 $2, $3, $4, $5, $6, $6, $7, $8, $6) \
+             ON CONFLICT (quote_id) WHERE status NOT IN {TERMINAL} DO NOTHING RETURNING id)"
+    )
+}
+
+/// How a one-statement write places the workflow's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// A transition: the row, locked by the transaction, is updated.
+    Update,
+    /// A start: the row is inserted, unless the quote has a live workflow.
+    Insert,
+}
+
+/// Inserts a new workflow's row on its own (a start whose effects are
+/// written one by one); `false` when the quote has a live workflow.
+async fn insert_row(tx: &mut PgConnection, update: &Update<'_>) -> Result<bool, Error> {
+    let statement = format!("WITH {} SELECT id FROM workflow", insert_workflow(10));
+    let query = update.bind_row(sqlx::query_as::<_, (Uuid,)>(sqlx::AssertSqlSafe(statement)));
+    let inserted = update.bind_start(query).fetch_optional(&mut *tx).await?;
+    Ok(inserted.is_some())
+}
+
+/// A statement with parameters bound in order.
+type Bound<'q, O> = sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>;
+
 impl Update<'_> {
     /// The row and its references, a statement each.
     async fn write(&self, tx: &mut PgConnection) -> Result<(), Error> {
-        sqlx::query(UPDATE_WORKFLOW)
+        let query = self.bind_row(sqlx::query_as::<_, (Uuid,)>(sqlx::AssertSqlSafe(format!(
+            "{UPDATE_WORKFLOW} RETURNING id"
+        ))));
+        query.fetch_one(&mut *tx).await?;
+        references::write(tx, self.workflow_id, &self.references).await
+    }
+
+    /// Binds the workflow's columns, `$1`..`$9`.
+    fn bind_row<'q, O>(&'q self, query: Bound<'q, O>) -> Bound<'q, O> {
+        query
             .bind(self.workflow_id.as_uuid())
             .bind(self.saga.status().as_str())
             .bind(self.saga.outcome().map(|outcome| outcome.as_str()))
@@ -359,9 +394,21 @@ impl Update<'_> {
             .bind(self.saga.paused())
             .bind(self.saga.current_step().map(|(step, _)| step))
             .bind(self.moved)
-            .execute(&mut *tx)
-            .await?;
-        references::write(tx, self.workflow_id, &self.references).await
+    }
+
+    /// Binds what a new row names besides its columns: the definition's
+    /// hash, name and text, and the quote's ids ([`insert_workflow`]).
+    fn bind_start<'q, O>(&'q self, query: Bound<'q, O>) -> Bound<'q, O> {
+        let definition = self.saga.definition();
+        let quote = self.saga.quote();
+        query
+            .bind(definition.hash().as_str())
+            .bind(definition.name())
+            .bind(definition.source())
+            .bind(quote.quote_id().as_str())
+            .bind(quote.quote_number())
+            .bind(quote.account_id().as_str())
+            .bind(quote.opportunity_id().as_str())
     }
 }
 
@@ -408,65 +455,85 @@ impl<'a> Simple<'a> {
     }
 }
 
-/// Writes a transition in one statement: the row, its references, its
-/// commands (leased to this process's relay when one is attached), its
-/// history and timers; and reads when the command a reply answers was
-/// committed. Returns the commands queued and, for a reply, the command
-/// answered and how long it took.
+/// What a one-statement write did.
+struct Written {
+    /// Whether the row was written: always for an update; for an insert,
+    /// not when the quote has a live workflow (then nothing was).
+    row_written: bool,
+    /// Commands queued.
+    commands: usize,
+    /// For a reply: the command answered and how long it took.
+    answered: Option<(String, std::time::Duration)>,
+}
+
+/// Writes a transition, or a start, in one statement: the row, its
+/// references, its commands (leased to this process's relay when one is
+/// attached), its history and timers; and reads when the command a reply
+/// answers was committed. Everything but the row is written only if the
+/// row is.
 async fn write_at_once(
     tx: &mut PgConnection,
     out: &mut Outgoing,
     update: &Update<'_>,
+    row: Row,
     simple: &Simple<'_>,
-) -> Result<(usize, Option<(String, std::time::Duration)>), Error> {
+) -> Result<Written, Error> {
     let now = update.now;
     let commands = &simple.commands;
     let (owner, until) = out.lease.unzip();
     let (reference_steps, reference_fields, reference_values) =
         references::columns(&update.references);
-    let query = sqlx::query_as::<_, (Vec<i64>, Vec<Uuid>, Option<String>, Option<DateTime<Utc>>)>(
-        sqlx::AssertSqlSafe(format!(
-            "WITH workflow AS ({UPDATE_WORKFLOW}), \
+    let row_statement = match row {
+        Row::Update => format!("workflow AS ({UPDATE_WORKFLOW} RETURNING id)"),
+        Row::Insert => insert_workflow(28),
+    };
+    let query = sqlx::query_as::<
+        _,
+        (
+            bool,
+            Vec<i64>,
+            Vec<Uuid>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+        ),
+    >(sqlx::AssertSqlSafe(format!(
+        "WITH {row_statement}, \
              refs AS (INSERT INTO workflow_references (workflow_id, step, field, value) \
                  SELECT $1, step, field, value FROM unnest($10::text[], $11::text[], $12::text[]) \
                      AS r(step, field, value) \
+                 WHERE EXISTS (SELECT 1 FROM workflow) \
                  ON CONFLICT (workflow_id, step, field) DO UPDATE SET value = EXCLUDED.value), \
              commands AS (INSERT INTO outbox (message_id, workflow_id, message_type, body, \
                      created_at, lease_owner, lease_until, publish_attempts) \
                  SELECT message_id, $1, message_type, body, $6, $13, $14, \
                      CASE WHEN $13::uuid IS NULL THEN 0 ELSE 1 END \
                  FROM unnest($15::uuid[], $16::text[], $17::jsonb[]) \
-                     WITH ORDINALITY AS c(message_id, message_type, body, n) ORDER BY n \
+                     WITH ORDINALITY AS c(message_id, message_type, body, n) \
+                 WHERE EXISTS (SELECT 1 FROM workflow) ORDER BY n \
                  ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id), \
              history AS (INSERT INTO workflow_history (workflow_id, at, kind, step, command, detail) \
                  SELECT $1, at, kind, step, command, detail \
                  FROM unnest($18::timestamptz[], $19::text[], $20::text[], $21::text[], $22::text[]) \
-                     WITH ORDINALITY AS h(at, kind, step, command, detail, n) ORDER BY n), \
-             cancelled AS (DELETE FROM timers WHERE workflow_id = $1 AND timer_key = ANY($23::text[])), \
+                     WITH ORDINALITY AS h(at, kind, step, command, detail, n) \
+                 WHERE EXISTS (SELECT 1 FROM workflow) ORDER BY n), \
+             cancelled AS (DELETE FROM timers WHERE workflow_id = $1 AND timer_key = ANY($23::text[]) \
+                 AND EXISTS (SELECT 1 FROM workflow)), \
              scheduled AS (INSERT INTO timers (workflow_id, timer_key, timer, due_at) \
                  SELECT $1, key, timer, due_at \
                  FROM unnest($24::text[], $25::jsonb[], $26::timestamptz[]) AS t(key, timer, due_at) \
+                 WHERE EXISTS (SELECT 1 FROM workflow) \
                  ON CONFLICT (workflow_id, timer_key) \
                  DO UPDATE SET due_at = EXCLUDED.due_at, remaining = NULL) \
-             SELECT ARRAY(SELECT id FROM commands ORDER BY id), \
+             SELECT EXISTS (SELECT 1 FROM workflow), \
+                    ARRAY(SELECT id FROM commands ORDER BY id), \
                     ARRAY(SELECT message_id FROM commands ORDER BY id), \
                     answered.message_type, answered.created_at \
              FROM (SELECT 1) AS one \
              LEFT JOIN outbox AS answered ON answered.message_id = $27"
-        )),
-    );
+    )));
     let history = &simple.history;
-    let saga = update.saga;
-    let (ids, message_ids, answered_type, answered_at) = query
-        .bind(update.workflow_id.as_uuid())
-        .bind(saga.status().as_str())
-        .bind(saga.outcome().map(|outcome| outcome.as_str()))
-        .bind(&update.state)
-        .bind(update.version)
-        .bind(now)
-        .bind(saga.paused())
-        .bind(saga.current_step().map(|(step, _)| step))
-        .bind(update.moved)
+    let query = update
+        .bind_row(query)
         .bind(reference_steps)
         .bind(reference_fields)
         .bind(reference_values)
@@ -527,9 +594,20 @@ async fn write_at_once(
                 .map(|(_, _, due)| *due)
                 .collect::<Vec<_>>(),
         )
-        .bind(update.answers)
-        .fetch_one(&mut *tx)
-        .await?;
+        .bind(update.answers);
+    let query = match row {
+        Row::Update => query,
+        Row::Insert => update.bind_start(query),
+    };
+    let (row_written, ids, message_ids, answered_type, answered_at) =
+        query.fetch_one(&mut *tx).await?;
+    if !row_written {
+        return Ok(Written {
+            row_written,
+            commands: 0,
+            answered: None,
+        });
+    }
 
     if out.in_process() {
         for (id, message_id) in ids.into_iter().zip(message_ids) {
@@ -565,7 +643,11 @@ async fn write_at_once(
                 (now - created_at).to_std().unwrap_or_default(),
             )
         });
-    Ok((commands.len(), answered))
+    Ok(Written {
+        row_written,
+        commands: commands.len(),
+        answered,
+    })
 }
 
 /// Where a workflow stands, for "how long has it been there": its status
@@ -610,7 +692,7 @@ struct SeenRow {
 
 #[derive(sqlx::FromRow)]
 struct WorkflowRow {
-    state: serde_json::Value,
+    state: String,
     definition_hash: String,
     version: i64,
     created_at: DateTime<Utc>,
@@ -691,7 +773,7 @@ async fn restore(
     };
     let saga = match crate::record::parsed(&definition_hash) {
         Some(definition) => {
-            Saga::restore_with(from_state_alone(id, state)?, definition).map_err(corrupt)?
+            Saga::restore_with(from_state_alone(id, &state)?, definition).map_err(corrupt)?
         }
         None => {
             let (source,): (String,) =
@@ -699,7 +781,7 @@ async fn restore(
                     .bind(&definition_hash)
                     .fetch_one(&mut *connection)
                     .await?;
-            let saga = Saga::restore(from_state(id, state, source)?).map_err(corrupt)?;
+            let saga = Saga::restore(from_state(id, &state, source)?).map_err(corrupt)?;
             crate::record::remember(saga.shared_definition());
             saga
         }

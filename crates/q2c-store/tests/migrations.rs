@@ -1,6 +1,6 @@
 //! Upgrading a database that already holds workflows: the migration that
 //! adds the search columns and the business references fills them in for
-//! the workflows already there.
+//! the workflows already there, and their state, once jsonb, still loads.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -107,4 +107,13 @@ async fn workflows_stored_before_the_search_columns_are_found_after(pool: PgPool
             "ORD-OLD-7".to_owned()
         )]
     );
+
+    // The state, stored as jsonb then, loads from the text it is now.
+    let loaded = q2c_store::Store::new(pool.clone())
+        .load(workflow(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.saga.record(), saga.record());
+    assert_eq!(loaded.version, 2);
 }

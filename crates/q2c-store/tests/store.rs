@@ -63,11 +63,11 @@ async fn starting_a_workflow_writes_state_history_outbox_and_timers_together(poo
     assert_eq!(count(&pool, "SELECT count(*) FROM timers").await, 1);
     assert!(count(&pool, "SELECT count(*) FROM workflow_history").await >= 3);
 
-    let (state, status): (serde_json::Value, String) =
-        sqlx::query_as("SELECT state, status FROM workflows")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (state, status): (String, String) = sqlx::query_as("SELECT state, status FROM workflows")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(status, "running");
     assert!(
         state["definition"].get("source").is_none(),

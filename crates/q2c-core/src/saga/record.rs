@@ -71,8 +71,9 @@ pub struct DefinitionRecord {
     /// SHA-256 of `source`.
     pub hash: DefinitionHash,
     /// The full TOML text. A store that keeps it elsewhere (once per hash)
-    /// may leave it out and restore with [`Saga::restore_with`].
-    #[serde(default)]
+    /// may leave it out (empty, not written) and restore with
+    /// [`Saga::restore_with`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
 }
 
