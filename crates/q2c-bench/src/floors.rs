@@ -287,6 +287,7 @@ async fn request_reply(amqp_url: &str, topology: &Topology) -> Result<Percentile
                 .map_err(broker("acking a request"))?;
             answered += 1;
         }
+        close(&responder_publish).await;
         Ok(())
     });
 
@@ -311,10 +312,22 @@ async fn request_reply(amqp_url: &str, topology: &Topology) -> Result<Percentile
     responding
         .await
         .map_err(|_| Error::Panicked("the floor's responder"))??;
+    for channel in [&requester, &requester_replies, &responder] {
+        close(channel).await;
+    }
     if let Err(error) = connection.close(200, "floor measured".into()).await {
         tracing::warn!(%error, "closing the floor's connection");
     }
     Percentiles::of(latencies).ok_or_else(|| Error::Refused("the floor ran no round trips".into()))
+}
+
+/// Closes a channel before its connection: one merely dropped closes in
+/// the background, and the connection closing meanwhile finds it
+/// half-closed.
+async fn close(channel: &Channel) {
+    if let Err(error) = channel.close(200, "floor measured".into()).await {
+        tracing::debug!(%error, "closing a floor channel");
+    }
 }
 
 async fn declare_quorum(channel: &Channel, queue: &str) -> Result<(), Error> {

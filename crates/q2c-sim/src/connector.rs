@@ -129,6 +129,14 @@ impl Connector {
                 outcome = Err(error);
             }
         }
+        // Closed here rather than dropped: a channel dropped closes in the
+        // background, and the connection closing meanwhile would find it
+        // half-closed.
+        for channel in [&self.consume, &self.shared.publish] {
+            if let Err(source) = channel.close(200, "connector stopped".into()).await {
+                tracing::debug!(domain, %source, "closing a channel");
+            }
+        }
         tracing::info!(domain, "connector stopped");
         outcome
     }
