@@ -13,13 +13,18 @@
 -- workflows are never deleted, so the check could not fail; it is dropped
 -- for these tables. Operators' tables (audit log, bulk job items) keep
 -- theirs.
-ALTER TABLE workflows ALTER COLUMN state TYPE text USING state::text;
-
+--
+-- Changing the type rewrites `workflows` under an exclusive lock: with many
+-- workflows stored, upgrade in a quiet hour. The compression is set in the
+-- same statement, so the rewritten states are stored with LZ4 too.
 DO $$
 BEGIN
-    ALTER TABLE workflows ALTER COLUMN state SET COMPRESSION lz4;
+    ALTER TABLE workflows
+        ALTER COLUMN state TYPE text USING state::text,
+        ALTER COLUMN state SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
     RAISE NOTICE 'LZ4 is not available; the state keeps the default compression';
+    ALTER TABLE workflows ALTER COLUMN state TYPE text USING state::text;
 END
 $$;
 

@@ -288,6 +288,11 @@ pub(crate) async fn transition(
     let (commands, answered) = match Simple::of(&decision.effects, now) {
         Some(simple) => {
             let written = write_at_once(tx, out, &update, Row::Update, &simple).await?;
+            // The row is locked by this transaction; should it be gone all
+            // the same, nothing was written and nothing may pass as applied.
+            if !written.row_written {
+                return Err(Error::UnknownWorkflow(*workflow_id.as_uuid()));
+            }
             (written.commands, written.answered)
         }
         None => {

@@ -101,6 +101,15 @@ async fn a_quote_has_one_live_workflow_at_a_time(pool: PgPool) {
         1,
         "nothing of the refused start remains"
     );
+    assert_eq!(count(&pool, "SELECT count(*) FROM timers").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT workflow_id) FROM workflow_history"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM workflow_definitions").await,
         1
