@@ -6,6 +6,11 @@
 #   eval "$(deploy/services.sh)"
 #
 # Safe to run again: every step checks before it acts. Messages go to stderr.
+#
+#   deploy/services.sh --packages NAME...
+#
+# only installs those Debian packages where they are missing (the test command
+# uses it for what its virtual environments need), and prints nothing.
 set -euo pipefail
 
 PG_ROLE="${Q2C_PG_ROLE:-q2c}"
@@ -32,6 +37,25 @@ install_packages() {
   say "installing $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
+
+# Installs whichever of the named packages dpkg does not list as installed.
+install_missing_packages() {
+  local missing=()
+  for package in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
+      missing+=("$package")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    install_packages "${missing[@]}"
+  fi
+}
+
+if [ "${1:-}" = --packages ]; then
+  shift
+  install_missing_packages "$@"
+  exit 0
+fi
 
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

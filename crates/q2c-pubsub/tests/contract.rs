@@ -1,64 +1,65 @@
-//! The project's `.proto` against the Pub/Sub contract in the shared
-//! reference (`shared/reference/salesforce.md`): every message's field
-//! names, numbers and types, every RPC's streaming and types, and every
-//! enum value must match, or real Salesforce would not understand q2c.
+//! The project's `.proto` against its record of Salesforce's published
+//! Pub/Sub contract (`tests/contract/salesforce-pubsub-api.toml`, which names
+//! the official file and commit it was taken from): every message's field
+//! names, numbers and types, every RPC's streaming and types, and every enum
+//! value must match, or real Salesforce would not understand q2c.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{FieldDescriptorProto, FileDescriptorProto};
+use serde::Deserialize;
 
-fn reference() -> String {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/salesforce.md");
-    std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "the shared reference is expected beside the repository at {}: {error}",
-            path.display()
-        )
-    })
+const PROTO_FILE: &str = "eventbus/v1/pubsub_api.proto";
+
+/// The record of Salesforce's contract, as the TOML file writes it.
+#[derive(Debug, Deserialize)]
+struct Contract {
+    source: Source,
+    api: Api,
+    rpc: BTreeMap<String, Rpc>,
+    message: BTreeMap<String, Vec<String>>,
+    #[serde(rename = "enum")]
+    enumeration: BTreeMap<String, Vec<String>>,
 }
 
-fn proto() -> FileDescriptorProto {
-    let set = protox::compile(["eventbus/v1/pubsub_api.proto"], [q2c_pubsub::PROTO_DIR])
-        .expect("the .proto compiles");
+#[derive(Debug, Deserialize)]
+struct Source {
+    repository: String,
+    file: String,
+    commit: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Api {
+    package: String,
+    service: String,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+struct Rpc {
+    request: String,
+    response: String,
+}
+
+fn contract() -> Contract {
+    let text = include_str!("contract/salesforce-pubsub-api.toml");
+    toml::from_str(text).expect("the contract record parses")
+}
+
+fn compile(directory: &Path) -> FileDescriptorProto {
+    let set = protox::compile([PROTO_FILE], [directory]).expect("the .proto compiles");
     set.file
         .into_iter()
-        .find(|file| file.name() == "eventbus/v1/pubsub_api.proto")
+        .find(|file| file.name() == PROTO_FILE)
         .expect("the file is in the set")
 }
 
-/// Rows of the Markdown table whose header starts with `first_column`.
-fn table_rows<'a>(text: &'a str, first_column: &str) -> Vec<Vec<&'a str>> {
-    let mut rows = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let cells: Vec<&str> = line
-            .trim()
-            .trim_matches('|')
-            .split('|')
-            .map(str::trim)
-            .collect();
-        if !line.trim_start().starts_with('|') {
-            inside = false;
-            continue;
-        }
-        if cells.first() == Some(&first_column) {
-            inside = true;
-            continue;
-        }
-        if inside
-            && !cells
-                .iter()
-                .all(|cell| cell.chars().all(|c| c == '-' || c == ':'))
-        {
-            rows.push(cells);
-        }
-    }
-    rows
+fn proto() -> FileDescriptorProto {
+    compile(Path::new(q2c_pubsub::PROTO_DIR))
 }
 
 fn short_type(field: &FieldDescriptorProto) -> String {
@@ -86,53 +87,52 @@ fn short_type(field: &FieldDescriptorProto) -> String {
     }
 }
 
-#[test]
-fn every_message_matches_the_reference_field_for_field() {
-    let reference = reference();
-    let expected: BTreeMap<String, String> = table_rows(&reference, "message")
-        .into_iter()
-        .map(|row| (row[0].to_owned(), row[1].replace(' ', "").to_owned()))
-        .collect();
-    assert!(
-        expected.len() == 17,
-        "the reference lists the messages: {expected:?}"
-    );
-
-    let file = proto();
-    let actual: BTreeMap<String, String> = file
-        .message_type
+/// Every message of `file` with its fields written as the record writes them.
+fn messages(file: &FileDescriptorProto) -> BTreeMap<String, Vec<String>> {
+    file.message_type
         .iter()
         .map(|message| {
-            let fields: Vec<String> = message
+            let fields = message
                 .field
                 .iter()
                 .map(|field| format!("{}={}:{}", field.name(), field.number(), short_type(field)))
                 .collect();
-            (message.name().to_owned(), fields.join(",").replace(' ', ""))
+            (message.name().to_owned(), fields)
         })
-        .collect();
-    assert_eq!(actual, expected);
-    assert_eq!(file.package(), "eventbus.v1");
+        .collect()
 }
 
 #[test]
-fn every_rpc_matches_the_reference() {
-    let reference = reference();
-    let expected: BTreeMap<String, (String, String)> = table_rows(&reference, "RPC")
-        .into_iter()
-        .map(|row| {
-            // "ManagedSubscribe (beta)" names the RPC ManagedSubscribe.
-            let name = row[0].split(" (").next().unwrap_or_default();
-            (name.to_owned(), (row[1].to_owned(), row[2].to_owned()))
-        })
-        .collect();
+fn the_record_names_where_it_was_taken_from() {
+    let source = contract().source;
+    assert_eq!(source.repository, "forcedotcom/pub-sub-api");
+    assert_eq!(source.file, "pubsub_api.proto");
+    assert!(
+        source.commit.len() == 40 && source.commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "the record names a full commit: {:?}",
+        source.commit
+    );
+}
+
+#[test]
+fn every_message_matches_the_record_field_for_field() {
+    let contract = contract();
+    assert_eq!(contract.message.len(), 17, "{:?}", contract.message.keys());
+    let file = proto();
+    assert_eq!(messages(&file), contract.message);
+    assert_eq!(file.package(), contract.api.package);
+}
+
+#[test]
+fn every_rpc_matches_the_record() {
+    let contract = contract();
     let file = proto();
     let service = file
         .service
         .iter()
-        .find(|service| service.name() == "PubSub")
-        .expect("service PubSub");
-    let name = |type_name: &str, streaming: bool| {
+        .find(|service| service.name() == contract.api.service)
+        .expect("the service of the record");
+    let side = |type_name: &str, streaming: bool| {
         let short = type_name.rsplit('.').next().unwrap_or_default();
         if streaming {
             format!("stream {short}")
@@ -140,67 +140,56 @@ fn every_rpc_matches_the_reference() {
             short.to_owned()
         }
     };
-    let actual: BTreeMap<String, (String, String)> = service
+    let actual: BTreeMap<String, Rpc> = service
         .method
         .iter()
         .map(|method| {
-            (
-                method.name().to_owned(),
-                (
-                    name(method.input_type(), method.client_streaming()),
-                    name(method.output_type(), method.server_streaming()),
-                ),
-            )
+            let rpc = Rpc {
+                request: side(method.input_type(), method.client_streaming()),
+                response: side(method.output_type(), method.server_streaming()),
+            };
+            (method.name().to_owned(), rpc)
         })
         .collect();
-    assert_eq!(actual, expected);
+    assert_eq!(actual, contract.rpc);
 }
 
 #[test]
-fn every_enum_matches_the_reference() {
-    let reference = reference();
-    let line = reference
-        .lines()
-        .find(|line| line.starts_with("Enums:"))
-        .expect("the reference lists the enums");
-    let file = proto();
-    for enumeration in &file.enum_type {
-        let values: Vec<String> = enumeration
-            .value
-            .iter()
-            .map(|value| format!("{}={}", value.name(), value.number()))
-            .collect();
-        let written = format!("`{} {{ {} }}`", enumeration.name(), values.join(", "));
-        assert!(line.contains(&written), "{written} is not in: {line}");
-    }
-    assert_eq!(file.enum_type.len(), 2);
+fn every_enum_matches_the_record() {
+    let contract = contract();
+    let actual: BTreeMap<String, Vec<String>> = proto()
+        .enum_type
+        .iter()
+        .map(|enumeration| {
+            let values = enumeration
+                .value
+                .iter()
+                .map(|value| format!("{}={}", value.name(), value.number()))
+                .collect();
+            (enumeration.name().to_owned(), values)
+        })
+        .collect();
+    assert_eq!(actual, contract.enumeration);
 }
 
 #[test]
 fn the_comparison_notices_a_wrong_field_number() {
-    // Guards the test above: a field renumbered in a copy of the .proto must
-    // show up as a difference.
-    let source = std::fs::read_to_string(format!(
-        "{}/eventbus/v1/pubsub_api.proto",
-        q2c_pubsub::PROTO_DIR
-    ))
-    .unwrap();
+    // Guards the message test: a field renumbered in a copy of the .proto
+    // must differ from the record.
+    let source =
+        std::fs::read_to_string(Path::new(q2c_pubsub::PROTO_DIR).join(PROTO_FILE)).unwrap();
     let broken = source.replace("int32 num_requested = 4;", "int32 num_requested = 6;");
     assert_ne!(source, broken);
-    let directory = std::env::temp_dir().join(format!("q2c-proto-{}", std::process::id()));
-    std::fs::create_dir_all(directory.join("eventbus/v1")).unwrap();
-    std::fs::write(directory.join("eventbus/v1/pubsub_api.proto"), broken).unwrap();
-    let set = protox::compile(["eventbus/v1/pubsub_api.proto"], [&directory]).unwrap();
-    let fetch = set.file[0]
-        .message_type
-        .iter()
-        .find(|message| message.name() == "FetchRequest")
-        .unwrap();
-    let numbers: Vec<i32> = fetch
-        .field
-        .iter()
-        .map(FieldDescriptorProto::number)
-        .collect();
-    assert_eq!(numbers, [1, 2, 3, 6, 5]);
-    std::fs::remove_dir_all(directory).unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join(PROTO_FILE);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, broken).unwrap();
+
+    let mut actual = messages(&compile(directory.path()));
+    let expected = contract().message;
+    assert_ne!(actual, expected);
+    let fetch = actual.get_mut("FetchRequest").unwrap();
+    assert_eq!(fetch[3], "num_requested=6:int32");
+    fetch[3] = "num_requested=4:int32".to_owned();
+    assert_eq!(actual, expected, "only the renumbered field differs");
 }
