@@ -352,6 +352,7 @@ fn register_metrics(intake: &Definition) {
         metrics::counter!("q2c_deadline_escalations_total", "step" => step.name.clone())
             .absolute(0);
     }
+    metrics::counter!("q2c_late_replies_total").absolute(0);
 }
 
 /// Announces readiness; written whole under a temporary name and renamed, so

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use q2c_core::definition::Definition;
 use q2c_core::domain::quote::fixtures;
 use q2c_core::saga::{
-    Action, CompensationStatus, Disposition, Event, Phase, RECORD_VERSION, RecordError, Reply,
-    ReplyResult, Resume, Saga, SagaRecord, Status, StepStatus,
+    Action, CompensationStatus, Disposition, Event, Happened, Phase, RECORD_VERSION, RecordError,
+    Reply, ReplyResult, Resume, Saga, SagaRecord, Status, StepStatus,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -134,7 +134,7 @@ fn v1_completed_record_is_terminal() {
 }
 
 #[test]
-fn v1_records_read_as_not_paused_with_no_earlier_revisions_and_are_rewritten_as_v2() {
+fn v1_records_read_as_not_paused_with_no_earlier_revisions_and_are_rewritten_as_current() {
     for name in [
         "v1-executing",
         "v1-waiting-to-retry",
@@ -154,7 +154,7 @@ fn v1_records_read_as_not_paused_with_no_earlier_revisions_and_are_rewritten_as_
             "{name}"
         );
         let rewritten = serde_json::to_value(saga.record()).expect("records serialize");
-        assert_eq!(rewritten["record_version"], 2, "{name}");
+        assert_eq!(rewritten["record_version"], RECORD_VERSION, "{name}");
         assert_eq!(rewritten["paused"], false, "{name}");
         assert_eq!(rewritten["held"], json!([]), "{name}");
     }
@@ -194,6 +194,32 @@ fn v2_paused_record_applies_its_held_reply_on_unpause() {
         saga.in_flight().map(|flight| flight.step),
         Some("report_status".into()),
         "the held payment success moved the workflow on"
+    );
+}
+
+#[test]
+fn v2_earlier_revisions_read_as_possibly_done_if_they_sent_anything() {
+    let mut value = fixture("v2-paused-holding-a-reply");
+    let earlier = &value["steps"][2]["earlier_revisions"][0];
+    assert_eq!(earlier["attempts"], 1);
+    assert!(earlier.get("happened").is_none(), "v2 predates it");
+    let saga = restore(&value);
+    let earlier = &saga.steps()[2].earlier_revisions[0];
+    assert_eq!(earlier.happened, Happened::PossiblyDone);
+    assert_eq!(earlier.compensation.status, CompensationStatus::NotStarted);
+    assert_eq!(earlier.output, None);
+
+    value["steps"][2]["earlier_revisions"][0]["attempts"] = json!(0);
+    let saga = restore(&value);
+    assert_eq!(
+        saga.steps()[2].earlier_revisions[0].happened,
+        Happened::NotDone,
+        "a revision that sent nothing did nothing"
+    );
+    let rewritten = serde_json::to_value(saga.record()).expect("records serialize");
+    assert_eq!(
+        rewritten["steps"][2]["earlier_revisions"][0]["happened"],
+        "not_done"
     );
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use q2c_core::definition::Definition;
 use q2c_core::saga::{
-    Command, CompensationStatus, Event, Outcome, Phase, ReplyResult, Resume, StateRecord, Status,
-    StepStatus, SuspendReason, TimerKind,
+    Command, CompensationStatus, Event, Happened, Outcome, Phase, ReplyResult, Resume, StateRecord,
+    Status, StepStatus, SuspendReason, TimerKind,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -1463,11 +1463,9 @@ fn waiting_compensation_failure_of_an_earlier_attempt_is_ignored() {
 }
 
 #[test]
-fn waiting_compensation_replies_for_other_keys_are_ignored() {
+fn waiting_compensation_replies_for_other_keys_are_ignored_but_a_given_up_success_is_late() {
     let mut driver = waiting_release();
-    for event in foreign_replies(compensation_key("reserve", 1).as_str()) {
-        driver.assert_ignored(event);
-    }
+    assert_foreign_replies_ignored_but_late(&mut driver, compensation_key("reserve", 1).as_str());
 }
 
 #[test]
@@ -1675,11 +1673,9 @@ fn compensating_failure_of_an_earlier_attempt_is_ignored() {
 }
 
 #[test]
-fn compensating_replies_for_other_keys_are_ignored() {
+fn compensating_replies_for_other_keys_are_ignored_but_a_given_up_success_is_late() {
     let mut driver = compensating_reserve(basic());
-    for event in foreign_replies(compensation_key("reserve", 1).as_str()) {
-        driver.assert_ignored(event);
-    }
+    assert_foreign_replies_ignored_but_late(&mut driver, compensation_key("reserve", 1).as_str());
 }
 
 #[test]
@@ -1877,9 +1873,7 @@ fn suspended_step_retry_with_input_starts_revision_2() {
     );
     assert_eq!(driver.last_command().input, input);
     assert_eq!(driver.saga.steps()[1].revision, 2);
-    // Replies and timers of revision 1 are now stale.
-    let old = driver.commands[1].clone();
-    driver.assert_ignored(ok(&old));
+    // Timers of revision 1 are now stale; its replies are late (below).
     driver.assert_ignored(fired(TimerKind::StepTimeout, "charge", 1, 1));
     // Timer retries keep r2, and undoing it names r2.
     for attempt in 2..=3 {
@@ -2103,11 +2097,9 @@ fn suspended_compensation_failures_are_ignored() {
 }
 
 #[test]
-fn suspended_compensation_replies_for_other_keys_are_ignored() {
+fn suspended_compensation_replies_for_other_keys_are_ignored_but_a_given_up_success_is_late() {
     let mut driver = suspended_compensation();
-    for event in foreign_replies(compensation_key("reserve", 1).as_str()) {
-        driver.assert_ignored(event);
-    }
+    assert_foreign_replies_ignored_but_late(&mut driver, compensation_key("reserve", 1).as_str());
 }
 
 #[test]
@@ -2323,6 +2315,8 @@ fn suspended_notification_skip_with_invalid_output_is_refused() {
 // ---- terminal states -------------------------------------------------------
 
 /// Every reply and timer a finished workflow might still receive.
+/// Every reply and timer a finished workflow may still get, but the
+/// successes of step commands it gave up (those are late, not stale).
 fn late_arrivals(driver: &Driver) -> Vec<Event> {
     let mut events = Vec::new();
     for command in &driver.commands {
@@ -2344,6 +2338,7 @@ fn late_arrivals(driver: &Driver) -> Vec<Event> {
             events.push(fired(kind, step, 1, 1));
         }
     }
+    events.retain(|event| !is_given_up_success(driver, event));
     events
 }
 
@@ -2584,4 +2579,273 @@ fn a_single_attempt_timing_out_fails_for_good_and_is_undone() {
     );
     succeed(&mut driver);
     assert_eq!(driver.saga.status(), Status::Compensated);
+}
+
+// ---- late replies, earlier revisions --------------------------------------
+
+/// Whether `event` is a success of a step command the workflow sent and
+/// then gave up: the effect happened after all, so it is taken as late.
+fn is_given_up_success(driver: &Driver, event: &Event) -> bool {
+    let Event::ReplyReceived(reply) = event else {
+        return false;
+    };
+    if !matches!(reply.result, ReplyResult::Succeeded { .. }) {
+        return false;
+    }
+    let definition = driver.saga.definition();
+    driver
+        .saga
+        .steps()
+        .iter()
+        .zip(definition.steps())
+        .any(|(progress, spec)| {
+            step_key(&progress.name, progress.revision) == reply.key
+                && spec.command.success_reply == reply.reply_type
+                && progress.status != StepStatus::Succeeded
+                && (1..=progress.attempts).contains(&reply.attempt)
+        })
+}
+
+/// Every foreign reply is ignored but the success of `charge`, which failed
+/// for good: that is late, flags the workflow and waits for the reverse walk.
+fn assert_foreign_replies_ignored_but_late(driver: &mut Driver, except: &str) {
+    let (late, ignored): (Vec<Event>, Vec<Event>) = foreign_replies(except)
+        .into_iter()
+        .partition(|event| is_given_up_success(driver, event));
+    for event in ignored {
+        driver.assert_ignored(event);
+    }
+    assert_eq!(late.len(), 1, "{late:?}");
+    let before = state(driver);
+    let effects = driver.assert_late(late[0].clone());
+    assert!(
+        !effects
+            .iter()
+            .any(|effect| matches!(effect, Fx::Send { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(state(driver), before, "the walk under way goes on");
+    assert!(driver.saga.steps()[1].possibly_done);
+    assert!(driver.saga.steps()[1].done_late);
+    driver.assert_ignored(late[0].clone());
+}
+
+#[test]
+fn compensating_a_late_success_of_the_failed_step_is_undone_next() {
+    let mut driver = compensating_reserve(basic());
+    let charge = driver.commands[1].clone();
+    driver.assert_late(ok(&charge));
+    let effects = succeed(&mut driver);
+    assert_eq!(effects[1], send_compensation("charge", "card.refund", 1, 1));
+    assert_eq!(driver.last_command().input, json!({"charge_id": null}));
+    succeed(&mut driver);
+    assert_eq!(driver.saga.outcome(), Some(Outcome::Compensated));
+}
+
+/// `suspended(charge, step, step_failed)` after every attempt timed out:
+/// revision 1 is possibly done.
+fn suspended_possibly_charged() -> Driver {
+    let mut driver = executing_charge(suspending());
+    for _ in 1..3 {
+        fire(&mut driver, TimerKind::StepTimeout);
+        fire(&mut driver, TimerKind::StepBackoff);
+    }
+    fire(&mut driver, TimerKind::StepTimeout);
+    assert_eq!(
+        state(&driver),
+        suspended_state("charge", Phase::Step, SuspendReason::StepFailed)
+    );
+    assert!(driver.saga.steps()[1].possibly_done);
+    driver
+}
+
+/// The same, resumed with a new card: revision 2's first attempt is in
+/// flight.
+fn charging_again_with_a_new_card() -> Driver {
+    let mut driver = suspended_possibly_charged();
+    driver.apply(resume(Resume::RetryWithInput(
+        json!({"reservation_id": "RES-1", "card": "new"}),
+    )));
+    assert_eq!(
+        *driver.last_command(),
+        driver.commands[driver.commands.len() - 1]
+    );
+    assert_eq!(driver.last_command().idempotency_key, step_key("charge", 2));
+    let earlier = &driver.saga.steps()[1].earlier_revisions[0];
+    assert_eq!(earlier.revision, 1);
+    assert_eq!(earlier.happened, Happened::PossiblyDone);
+    driver
+}
+
+#[test]
+fn a_late_success_of_a_replaced_revision_is_refunded_with_its_own_key_before_the_next_attempt() {
+    let mut driver = charging_again_with_a_new_card();
+    let first = driver.commands[1].clone();
+    assert_eq!(first.idempotency_key, step_key("charge", 1));
+    let effects = driver.assert_late(success(&first, json!({"charge_id": "CH-FIRST"})));
+    assert!(
+        !effects
+            .iter()
+            .any(|effect| matches!(effect, Fx::Send { .. })),
+        "revision 2 is in flight: {effects:?}"
+    );
+    let earlier = &driver.saga.steps()[1].earlier_revisions[0];
+    assert_eq!(earlier.happened, Happened::Done);
+    assert_eq!(earlier.output, Some(json!({"charge_id": "CH-FIRST"})));
+    // The same news again changes nothing.
+    driver.assert_ignored(success(&first, json!({"charge_id": "CH-FIRST"})));
+
+    // Revision 2 times out; before its next attempt leaves, revision 1 is
+    // refunded, naming revision 1 and its own charge.
+    fire(&mut driver, TimerKind::StepTimeout);
+    let effects = fire(&mut driver, TimerKind::StepBackoff);
+    assert_eq!(
+        effects,
+        [
+            send_compensation("charge", "card.refund", 1, 1),
+            schedule(
+                timer_id(TimerKind::CompensationTimeout, "charge", 1, 1),
+                after(&driver, 15)
+            ),
+        ]
+    );
+    assert_eq!(
+        driver.last_command().input,
+        json!({"charge_id": "CH-FIRST"})
+    );
+    assert_eq!(driver.saga.status(), Status::Compensating);
+    assert_eq!(
+        driver.saga.in_flight().map(|flight| flight.key),
+        Some(compensation_key("charge", 1))
+    );
+    let effects = succeed(&mut driver);
+    assert_eq!(effects[1], send_step("charge", "card.charge", 2, 2));
+    assert_eq!(
+        driver.saga.steps()[1].earlier_revisions[0]
+            .compensation
+            .status,
+        CompensationStatus::Compensated
+    );
+    succeed(&mut driver);
+    assert_eq!(
+        driver.saga.in_flight().map(|flight| flight.step),
+        Some("notify".to_owned())
+    );
+}
+
+#[test]
+fn a_refund_owed_leaves_before_the_next_step_once_the_new_revision_succeeds() {
+    let mut driver = charging_again_with_a_new_card();
+    let first = driver.commands[1].clone();
+    driver.assert_late(ok(&first));
+    let effects = succeed(&mut driver);
+    assert!(
+        effects.contains(&send_compensation("charge", "card.refund", 1, 1)),
+        "{effects:?}"
+    );
+    assert!(!effects.contains(&send_step("notify", "crm.notify", 1, 1)));
+    let effects = succeed(&mut driver);
+    assert!(
+        effects.contains(&send_step("notify", "crm.notify", 1, 1)),
+        "{effects:?}"
+    );
+    succeed(&mut driver);
+    assert_eq!(driver.saga.status(), Status::Completed);
+}
+
+#[test]
+fn a_late_success_while_suspended_is_refunded_at_once_and_the_workflow_halts_again() {
+    let mut driver = charging_again_with_a_new_card();
+    // Revision 2 is declined: the step halts for an operator.
+    fail(&mut driver, false);
+    assert_eq!(
+        state(&driver),
+        suspended_state("charge", Phase::Step, SuspendReason::StepFailed)
+    );
+    let first = driver.commands[1].clone();
+    let effects = driver.assert_late(ok(&first));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 1));
+    succeed(&mut driver);
+    assert_eq!(
+        state(&driver),
+        suspended_state("charge", Phase::Step, SuspendReason::StepFailed)
+    );
+}
+
+#[test]
+fn a_late_success_after_the_workflow_completed_is_refunded_and_it_ends_completed_again() {
+    let mut driver = charging_again_with_a_new_card();
+    succeed(&mut driver);
+    succeed(&mut driver);
+    assert_eq!(driver.saga.status(), Status::Completed);
+    let first = driver.commands[1].clone();
+    let effects = driver.assert_late(ok(&first));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 1));
+    assert_eq!(driver.saga.status(), Status::Compensating);
+    assert_eq!(driver.saga.outcome(), Some(Outcome::Completed));
+    // A retry of the refund keeps its key and revision.
+    fire(&mut driver, TimerKind::CompensationTimeout);
+    let effects = fire(&mut driver, TimerKind::CompensationBackoff);
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 2));
+    succeed(&mut driver);
+    assert_eq!(driver.saga.status(), Status::Completed);
+    assert_eq!(driver.saga.in_flight(), None);
+}
+
+#[test]
+fn a_late_success_after_compensation_is_undone_and_a_terminated_workflow_only_records_it() {
+    let mut driver = compensated();
+    let charge = driver.commands[1].clone();
+    let effects = driver.assert_late(ok(&charge));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 1));
+    succeed(&mut driver);
+    assert_eq!(driver.saga.status(), Status::Compensated);
+
+    let mut driver = waiting_charge(basic());
+    driver.apply(Event::TerminateRequested);
+    let charge = driver.commands[1].clone();
+    let effects = driver.assert_late(ok(&charge));
+    assert_eq!(effects, []);
+    assert_eq!(driver.saga.status(), Status::Terminated);
+    driver.assert_ignored(ok(&charge));
+}
+
+#[test]
+fn a_late_failure_for_good_of_a_replaced_revision_makes_it_known_not_done() {
+    let mut driver = charging_again_with_a_new_card();
+    let last_of_first = driver.commands[3].clone();
+    assert_eq!(last_of_first.idempotency_key, step_key("charge", 1));
+    assert_eq!(last_of_first.attempt, 3);
+    // A retryable failure leaves it as uncertain as it was.
+    driver.assert_ignored(retryable(&last_of_first));
+    driver.assert_late(fatal(&last_of_first));
+    assert_eq!(
+        driver.saga.steps()[1].earlier_revisions[0].happened,
+        Happened::NotDone
+    );
+    driver.assert_ignored(fatal(&last_of_first));
+}
+
+#[test]
+fn compensation_undoes_every_revision_newest_first_each_with_its_own_key() {
+    let mut driver = charging_again_with_a_new_card();
+    // Revision 2 times out on every attempt too, then the operator cancels.
+    for _ in 1..3 {
+        fire(&mut driver, TimerKind::StepTimeout);
+        fire(&mut driver, TimerKind::StepBackoff);
+    }
+    fire(&mut driver, TimerKind::StepTimeout);
+    let effects = driver.apply(Event::CancelRequested);
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 2, 1));
+    let effects = succeed(&mut driver);
+    assert_eq!(effects[1], send_compensation("charge", "card.refund", 1, 1));
+    let effects = succeed(&mut driver);
+    assert_eq!(
+        effects[1],
+        send_compensation("reserve", "stock.release", 1, 1)
+    );
+    succeed(&mut driver);
+    assert_eq!(driver.saga.outcome(), Some(Outcome::Cancelled));
+    let earlier = &driver.saga.steps()[1].earlier_revisions[0];
+    assert_eq!(earlier.compensation.status, CompensationStatus::Compensated);
 }

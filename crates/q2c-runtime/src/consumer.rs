@@ -343,15 +343,22 @@ fn log_applied(reply: &Parsed, applied: &Applied) -> usize {
             commands,
             quote_id,
             answered,
+            finished,
+            late,
             ..
         } => {
-            tracing::info!(workflow_id = %reply.workflow_id, %quote_id, message_id = %reply.message_id, status = status.as_str(), "reply applied");
+            if *late {
+                tracing::warn!(workflow_id = %reply.workflow_id, %quote_id, message_id = %reply.message_id, status = status.as_str(), "late reply applied; the workflow is flagged for an operator");
+                metrics::counter!("q2c_late_replies_total").increment(1);
+            } else {
+                tracing::info!(workflow_id = %reply.workflow_id, %quote_id, message_id = %reply.message_id, status = status.as_str(), "reply applied");
+            }
             metrics::counter!("q2c_replies_applied_total").increment(1);
             if let Some((command, latency)) = answered {
                 metrics::histogram!("q2c_step_latency_seconds", "command" => command.clone())
                     .record(latency.as_secs_f64());
             }
-            if status.is_terminal() {
+            if *finished {
                 metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str())
                     .increment(1);
             }

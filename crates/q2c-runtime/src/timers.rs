@@ -113,6 +113,7 @@ pub async fn run<S: TimerSource, C: Clock>(
                     commands,
                     status,
                     quote_id,
+                    finished,
                     ..
                 }) => {
                     tracing::info!(workflow_id = %timer.workflow_id, %quote_id, timer = %timer.timer, status = status.as_str(), "timer fired");
@@ -121,7 +122,7 @@ pub async fn run<S: TimerSource, C: Clock>(
                         tracing::warn!(workflow_id = %timer.workflow_id, %quote_id, step = %timer.timer.step, status = status.as_str(), "deadline passed; the workflow is escalated as its definition says");
                         metrics::counter!("q2c_deadline_escalations_total", "step" => timer.timer.step.clone()).increment(1);
                     }
-                    if status.is_terminal() {
+                    if finished {
                         metrics::counter!("q2c_workflows_finished_total", "outcome" => status.as_str()).increment(1);
                     }
                     if commands > 0 {
@@ -258,6 +259,8 @@ mod tests {
                 commands: 1,
                 quote_id: "a0q5e00000ABCDEFGH".into(),
                 answered: None,
+                finished: false,
+                late: false,
             })
         }
     }

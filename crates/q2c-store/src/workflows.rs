@@ -7,7 +7,9 @@ use q2c_contract::{Envelope, SCHEMA_VERSION};
 use q2c_core::definition::Definition;
 use q2c_core::domain::ids::WorkflowId;
 use q2c_core::domain::quote::Quote;
-use q2c_core::saga::{Command, Disposition, Effect, Event, Phase, Saga, Status, TimerId};
+use q2c_core::saga::{
+    Command, Disposition, Effect, Event, HistoryKind, Phase, Saga, Status, TimerId,
+};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -49,6 +51,11 @@ pub enum Applied {
         /// For a reply: the command type answered and how long after its
         /// commit the answer was applied.
         answered: Option<(String, std::time::Duration)>,
+        /// The transition ended the workflow, for the first time.
+        finished: bool,
+        /// The event was a late reply: for a replaced revision, a command
+        /// given up, or a workflow that had ended.
+        late: bool,
     },
     /// The saga ignored the event (stale, duplicate by content, unrelated);
     /// the message is still recorded as seen.
@@ -262,6 +269,7 @@ pub(crate) async fn transition(
 ) -> Result<Applied, Error> {
     let position_before = position(&loaded.saga);
     let outputs_before = references::outputs(&loaded.saga);
+    let was_over = loaded.saga.status().is_terminal() || loaded.saga.reopened_after_end();
     let decision = loaded.saga.handle(event, now);
     match decision.disposition {
         Disposition::Ignored { reason } => return Ok(Applied::Ignored { reason }),
@@ -307,12 +315,17 @@ pub(crate) async fn transition(
     };
     loaded.version = version;
     loaded.updated_at = now;
+    let late = decision.effects.iter().any(|effect| {
+        matches!(effect, Effect::RecordHistory(entry) if entry.kind == HistoryKind::LateReply)
+    });
     Ok(Applied::Applied {
         status: loaded.saga.status(),
         version,
         commands,
         quote_id: loaded.saga.quote().quote_id().to_string(),
         answered,
+        finished: !was_over && loaded.saga.status().is_terminal(),
+        late,
     })
 }
 

@@ -170,6 +170,11 @@ pub enum HistoryKind {
     /// An operator acted on the workflow (who, why, and what came of it).
     #[serde(rename = "operator_action")]
     OperatorAction,
+    /// A reply came for a revision an operator had replaced, or after the
+    /// workflow had given its command up or ended: applied to what it
+    /// answers, and the workflow flagged for attention.
+    #[serde(rename = "late_reply")]
+    LateReply,
 }
 
 impl HistoryKind {
@@ -182,6 +187,7 @@ impl HistoryKind {
             Self::TimerFired => "timer_fired",
             Self::StateChanged => "state_changed",
             Self::OperatorAction => "operator_action",
+            Self::LateReply => "late_reply",
         }
     }
 }

@@ -24,6 +24,7 @@
 //!
 //! | from | event | to |
 //! |---|---|---|
+//! | any live state | late success: of a replaced revision, or of a command given up | recorded and flagged; the undo it owes leaves before the next command (at once when suspended, then suspended again) |
 //! | executing | success (any attempt of this revision) | next step, end of money flow, compensating (cancel pending) |
 //! | executing | failure of the attempt in flight, retryable | waiting_to_retry, or as definitive when out of attempts |
 //! | executing | failure, not retryable | the failure policy: compensating / suspended; suspended for a notification |
@@ -45,7 +46,9 @@
 //! | any live state | pause | the same state, paused: timers frozen |
 //! | paused | reply or timer | held, in arrival order |
 //! | paused | unpause | timers re-armed with their remaining time, then the held events applied |
-//! | finished | anything | nothing; requests are refused |
+//! | finished | late success not part of the outcome | recorded and flagged; compensating it, then the same end again |
+//! | terminated | late reply | recorded and flagged; nothing is undone |
+//! | finished | anything else | nothing; requests are refused |
 //!
 //! Which operator actions a state allows is [`allowed_actions`]; the
 //! handlers refuse the same ones. A workflow that ends while paused is no
@@ -62,9 +65,17 @@
 //! steps in order; the last one finishing leads to the terminal state named
 //! after the outcome. The first notification's input is built in that same
 //! transition, so it alone can carry the outcome's time
-//! (`workflow.outcome_at`), which the record does not keep. Everything else
-//! (duplicates, other steps' replies, earlier revisions, stale timers) is
-//! ignored and changes nothing.
+//! (`workflow.outcome_at`), which the record does not keep.
+//!
+//! A reply for a key the workflow no longer waits on is late, not stale: a
+//! success shows an effect happened, so it is recorded, flags the workflow,
+//! and, when it is not part of the outcome, owes an undo with that
+//! revision's own key ([`Undo`]). An owed undo is interjected before the
+//! next command leaves ([`Then`] says where the workflow goes afterwards),
+//! and the reverse walk undoes every revision done or possibly done, newest
+//! first within a step. Everything else (duplicates, replies that teach
+//! nothing new, commands never sent, stale timers) is ignored and changes
+//! nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +90,8 @@ use super::effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, Tim
 use super::event::{Event, Reply, ReplyResult, Resume};
 use super::held::HeldEvent;
 use super::progress::{
-    Attention, CompensationStatus, Outcome as FlowOutcome, Phase, Status, StepProgress, StepStatus,
-    SuspendReason,
+    Attention, CompensationProgress, CompensationStatus, Happened, Outcome as FlowOutcome, Phase,
+    Status, StepProgress, StepStatus, SuspendReason,
 };
 use crate::definition::{
     CommandSpec, Definition, Escalation, FailurePolicy, InputContext, StepDefinition, StepKind,
@@ -105,6 +116,39 @@ pub(super) struct Machine {
     pub paused: bool,
     /// What arrived while paused, in arrival order.
     pub held: Vec<HeldEvent>,
+    /// Set while a compensation runs that is not the current revision's in
+    /// the reverse walk: an earlier revision's, or one interjected before
+    /// the workflow goes on.
+    pub undoing: Option<Undo>,
+}
+
+/// A compensation of a given revision of the step the state names, and
+/// where the workflow goes once it is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Undo {
+    pub revision: u32,
+    pub then: Then,
+}
+
+/// Where the workflow goes once an [`Undo`] is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    /// On with the compensation of the whole workflow.
+    Compensate,
+    /// Send the attempt of this step that was about to leave.
+    SendStep(usize),
+    /// Back to this step, halted for an operator.
+    Suspend(usize, SuspendReason),
+    /// Back to the end the workflow had reached.
+    Finish,
+}
+
+/// What a reply's idempotency key names in this workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Addressee {
+    step: usize,
+    phase: Phase,
+    revision: u32,
 }
 
 /// What the machine is handed: the start signal, or an event from outside.
@@ -216,6 +260,32 @@ impl Wait {
     }
 }
 
+/// Where a workflow rests when a late reply comes, which decides whether
+/// an undo it owes can start at once.
+#[derive(Debug, Clone, Copy)]
+enum Rest {
+    /// A command is in flight or a timer runs: the undo waits for the next
+    /// command to leave, or for the reverse walk.
+    Busy,
+    /// Halted for an operator.
+    Suspended(usize, Phase, SuspendReason),
+    /// Ended with an outcome.
+    Finished,
+    /// Terminated: nothing is undone.
+    Terminated,
+}
+
+fn step_status_name(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "pending",
+        StepStatus::Running => "running",
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+        StepStatus::Cancelled => "cancelled",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
 #[state_machine(
     initial = "State::not_started()",
     state(derive(Debug, Clone, PartialEq, Eq)),
@@ -262,6 +332,9 @@ impl Machine {
             return outcome;
         }
         match event {
+            Event::ReplyReceived(reply) if self.is_late(reply, step, Phase::Step) => {
+                self.late_reply(context, reply, Rest::Busy)
+            }
             Event::ReplyReceived(reply) => {
                 self.step_reply(context, step, Wait::InFlight(attempt), reply)
             }
@@ -320,6 +393,9 @@ impl Machine {
             return outcome;
         }
         match (phase, event) {
+            (_, Event::ReplyReceived(reply)) if self.is_late(reply, step, phase) => {
+                self.late_reply(context, reply, Rest::Busy)
+            }
             (Phase::Step, Event::ReplyReceived(reply)) => {
                 self.step_reply(context, step, Wait::Backoff(attempt), reply)
             }
@@ -423,6 +499,9 @@ impl Machine {
             return outcome;
         }
         match event {
+            Event::ReplyReceived(reply) if self.is_late(reply, step, Phase::Compensation) => {
+                self.late_reply(context, reply, Rest::Busy)
+            }
             Event::ReplyReceived(reply) => {
                 self.compensation_reply(context, step, Wait::InFlight(attempt), reply)
             }
@@ -436,7 +515,7 @@ impl Machine {
                     self.compensation_type(step),
                     format!("compensation attempt {attempt} went unanswered"),
                 );
-                self.steps[step].compensation.last_error = Some(format!(
+                self.undo_progress_mut(step).last_error = Some(format!(
                     "compensation attempt {attempt} timed out after {}",
                     humantime::format_duration(timeout.unwrap_or_default())
                 ));
@@ -465,8 +544,7 @@ impl Machine {
         context: &mut Ctx,
         event: &Signal,
     ) -> Outcome<State> {
-        let (step, phase) = (*step, *phase);
-        let _ = reason;
+        let (step, phase, reason) = (*step, *phase, *reason);
         let Signal::Event(event) = event else {
             return context.ignore("already started");
         };
@@ -474,6 +552,9 @@ impl Machine {
             return outcome;
         }
         match (phase, event) {
+            (_, Event::ReplyReceived(reply)) if self.is_late(reply, step, phase) => {
+                self.late_reply(context, reply, Rest::Suspended(step, phase, reason))
+            }
             (Phase::Step, Event::ReplyReceived(reply)) => {
                 self.step_reply(context, step, Wait::Halted, reply)
             }
@@ -537,11 +618,15 @@ impl Machine {
         Super
     }
 
-    /// Terminated by an operator: like the other ends, but it says so.
+    /// Terminated by an operator: like the other ends, but it says so, and
+    /// a late reply is recorded without anything being undone.
     #[state(superstate = "finished")]
     fn terminated(&mut self, context: &mut Ctx, event: &Signal) -> Outcome<State> {
         match event {
-            Signal::Event(Event::ReplyReceived(_) | Event::TimerFired(_)) | Signal::Start => {
+            Signal::Event(Event::ReplyReceived(reply)) => {
+                self.late_reply(context, reply, Rest::Terminated)
+            }
+            Signal::Event(Event::TimerFired(_)) | Signal::Start => {
                 context.ignore("the workflow was terminated")
             }
             Signal::Event(_) => {
@@ -550,12 +635,16 @@ impl Machine {
         }
     }
 
-    /// Terminal states absorb everything: replies and timers are ignored,
-    /// requests refused.
+    /// Terminal states absorb every timer and refuse every request. A reply
+    /// is late: applied to what it answers, and what it shows was done but
+    /// is not part of the outcome is undone.
     #[superstate]
     fn finished(&mut self, context: &mut Ctx, event: &Signal) -> Outcome<State> {
         let outcome = self.outcome.map_or("finished", FlowOutcome::as_str);
         match event {
+            Signal::Event(Event::ReplyReceived(reply)) => {
+                self.late_reply(context, reply, Rest::Finished)
+            }
             Signal::Event(
                 Event::CancelRequested
                 | Event::ResumeRequested(_)
@@ -661,15 +750,57 @@ impl Machine {
         IdempotencyKey::for_compensation(
             self.workflow_id,
             self.name(step),
-            self.steps[step].revision,
+            self.undo_revision(step),
         )
     }
 
+    /// The revision the compensation of `step` undoes: the one being undone
+    /// out of the plain walk, else the current one.
+    pub(super) fn undo_revision(&self, step: usize) -> u32 {
+        match &self.undoing {
+            Some(undo) => undo.revision,
+            None => self.steps[step].revision,
+        }
+    }
+
+    /// How undoing that revision is going.
+    fn undo_progress(&self, step: usize) -> &CompensationProgress {
+        let revision = self.undo_revision(step);
+        let progress = &self.steps[step];
+        match progress.earlier(revision) {
+            Some(earlier) if revision != progress.revision => &earlier.compensation,
+            _ => &progress.compensation,
+        }
+    }
+
+    fn undo_progress_mut(&mut self, step: usize) -> &mut CompensationProgress {
+        let revision = self.undo_revision(step);
+        let progress = &mut self.steps[step];
+        if revision != progress.revision
+            && let Some(position) = progress
+                .earlier_revisions
+                .iter()
+                .position(|earlier| earlier.revision == revision)
+        {
+            return &mut progress.earlier_revisions[position].compensation;
+        }
+        &mut progress.compensation
+    }
+
+    /// A timer of `step`: a compensation's carries the revision it undoes.
     fn timer(&self, kind: TimerKind, step: usize, attempt: u32) -> TimerId {
+        let revision = match kind {
+            TimerKind::CompensationTimeout | TimerKind::CompensationBackoff => {
+                self.undo_revision(step)
+            }
+            TimerKind::StepTimeout | TimerKind::StepBackoff | TimerKind::Deadline => {
+                self.steps[step].revision
+            }
+        };
         TimerId {
             kind,
             step: self.name(step).to_owned(),
-            revision: self.steps[step].revision,
+            revision,
             attempt,
         }
     }
@@ -774,7 +905,12 @@ impl Machine {
         self.send_step_attempt(context, step)
     }
 
+    /// Sends the step's next attempt, unless an undo is owed: that leaves
+    /// first, and the attempt once it is done.
     fn send_step_attempt(&mut self, context: &mut Ctx, step: usize) -> State {
+        if let Some(state) = self.undo_owed_first(context, Then::SendStep(step)) {
+            return state;
+        }
         self.steps[step].attempts += 1;
         let attempt = self.steps[step].attempts;
         let key = self.step_key(step);
@@ -823,7 +959,7 @@ impl Machine {
             Phase::Compensation => (
                 self.compensation_key(step),
                 self.compensation_spec(step),
-                self.steps[step].compensation.attempts,
+                self.undo_progress(step).attempts,
             ),
         };
         let Some(spec) = spec else {
@@ -999,7 +1135,7 @@ impl Machine {
             return self.compensate(context);
         }
         if self.suspend_pending {
-            return self.suspend(step, Phase::Step, SuspendReason::DeadlineExceeded);
+            return self.halt(context, step, SuspendReason::DeadlineExceeded);
         }
         let attempt = self.steps[step].attempts;
         let delay = retry.delay(used, self.jitter_unit(step, Phase::Step, attempt));
@@ -1013,12 +1149,12 @@ impl Machine {
         let spec = self.spec(step);
         match (spec.kind, spec.on_failure) {
             (StepKind::Notification, _) => {
-                self.suspend(step, Phase::Step, SuspendReason::NotificationFailed)
+                self.halt(context, step, SuspendReason::NotificationFailed)
             }
             (StepKind::Action, _) if self.cancel_requested => self.compensate(context),
             (StepKind::Action, FailurePolicy::Compensate) => self.compensate(context),
             (StepKind::Action, FailurePolicy::Suspend) => {
-                self.suspend(step, Phase::Step, SuspendReason::StepFailed)
+                self.halt(context, step, SuspendReason::StepFailed)
             }
         }
     }
@@ -1033,7 +1169,7 @@ impl Machine {
             (StepKind::Action, Some(StepKind::Action)) => self.start_run(context, next),
             (StepKind::Action, _) => self.end_money_flow(context, FlowOutcome::Completed),
             (StepKind::Notification, Some(_)) => self.start_run(context, next),
-            (StepKind::Notification, None) => self.finish(),
+            (StepKind::Notification, None) => self.finish(context),
         }
     }
 
@@ -1053,7 +1189,7 @@ impl Machine {
         if self
             .attention
             .as_ref()
-            .is_some_and(|attention| attention.deadline == timer)
+            .is_some_and(|attention| attention.deadline.as_ref() == Some(&timer))
         {
             return context.ignore(format!("deadline {timer} was already handled"));
         }
@@ -1071,7 +1207,7 @@ impl Machine {
             step: self.name(step).to_owned(),
             since: context.now,
             reason: detail,
-            deadline: timer,
+            deadline: Some(timer),
         });
         match (deadline.escalation, waiting) {
             (Escalation::Flag, _) => Handled,
@@ -1081,7 +1217,7 @@ impl Machine {
             }
             (Escalation::Suspend, Some(attempt)) => {
                 context.cancel(self.timer(TimerKind::StepBackoff, step, attempt));
-                Transition(self.suspend(step, Phase::Step, SuspendReason::DeadlineExceeded))
+                Transition(self.halt(context, step, SuspendReason::DeadlineExceeded))
             }
         }
     }
@@ -1185,6 +1321,16 @@ impl Machine {
         State::suspended(step, phase, reason)
     }
 
+    /// Halts a step for an operator, once any undo it owes is done: a
+    /// refund owed must not wait for an operator.
+    fn halt(&mut self, context: &mut Ctx, step: usize, reason: SuspendReason) -> State {
+        self.suspend_pending = false;
+        if let Some(state) = self.undo_owed_first(context, Then::Suspend(step, reason)) {
+            return state;
+        }
+        self.suspend(step, Phase::Step, reason)
+    }
+
     fn resume_step(&mut self, context: &mut Ctx, step: usize, resume: &Resume) -> Outcome<State> {
         let patched;
         let resume = match resume {
@@ -1260,6 +1406,242 @@ impl Machine {
         Transition(self.start_run(context, step))
     }
 
+    // ---- late replies ------------------------------------------------------
+
+    /// The step command or compensation a key names, and of which revision.
+    fn addressee(&self, key: &IdempotencyKey) -> Option<Addressee> {
+        (0..self.steps.len()).find_map(|step| {
+            let name = self.name(step);
+            (1..=self.steps[step].revision).find_map(|revision| {
+                if *key == IdempotencyKey::for_command(self.workflow_id, name, revision) {
+                    Some(Addressee {
+                        step,
+                        phase: Phase::Step,
+                        revision,
+                    })
+                } else if *key == IdempotencyKey::for_compensation(self.workflow_id, name, revision)
+                {
+                    Some(Addressee {
+                        step,
+                        phase: Phase::Compensation,
+                        revision,
+                    })
+                } else {
+                    None
+                }
+            })
+        })
+    }
+
+    /// Whether a live workflow at `step` in `phase` takes `reply` as late: a
+    /// step command's reply of a replaced revision, or of a current revision
+    /// the workflow is not waiting on.
+    fn is_late(&self, reply: &Reply, step: usize, phase: Phase) -> bool {
+        self.addressee(&reply.key).is_some_and(|addressee| {
+            addressee.phase == Phase::Step
+                && (addressee.revision != self.steps[addressee.step].revision
+                    || addressee.step != step
+                    || phase != Phase::Step)
+        })
+    }
+
+    /// Applies a reply that came for a replaced revision, for a command the
+    /// workflow had given up, or after the workflow ended: to what it
+    /// answers, with a history line and the workflow flagged for an
+    /// operator. What it shows was done but is not part of the outcome is
+    /// undone with its own key: at once when nothing else is under way,
+    /// else before the next command leaves (or by the reverse walk). A
+    /// terminated workflow undoes nothing. A reply that teaches nothing new
+    /// (another success of a command known done, a failure that leaves the
+    /// effect as uncertain as it was) changes nothing.
+    fn late_reply(&mut self, context: &mut Ctx, reply: &Reply, rest: Rest) -> Outcome<State> {
+        let Some(addressee) = self.addressee(&reply.key) else {
+            return context.ignore(format!("{} is not a command of this workflow", reply.key));
+        };
+        let (step, revision) = (addressee.step, addressee.revision);
+        let spec = match addressee.phase {
+            Phase::Step => Some(&self.spec(step).command),
+            Phase::Compensation => self.compensation_spec(step),
+        };
+        let Some(spec) = spec else {
+            return context.ignore("the step has no compensation");
+        };
+        let expected = match reply.result {
+            ReplyResult::Succeeded { .. } => &spec.success_reply,
+            ReplyResult::Failed { .. } => &spec.failure_reply,
+        };
+        if reply.reply_type != *expected {
+            return context.ignore(format!(
+                "`{}` is not the expected `{expected}`",
+                reply.reply_type
+            ));
+        }
+        let command_type = spec.command_type.clone();
+        let learned = match addressee.phase {
+            Phase::Step if revision == self.steps[step].revision => {
+                self.late_current_reply(step, reply)
+            }
+            Phase::Step => self.late_earlier_reply(step, revision, reply),
+            Phase::Compensation => self.late_compensation_reply(step, revision, reply),
+        };
+        let Some(learned) = learned else {
+            return context.ignore(format!(
+                "late reply for {} (attempt {}) changes nothing known",
+                reply.key, reply.attempt
+            ));
+        };
+        let detail = format!(
+            "late reply for {} (attempt {}): {learned}",
+            reply.key, reply.attempt
+        );
+        context.history(
+            HistoryKind::LateReply,
+            Some(self.name(step)),
+            Some(&command_type),
+            detail.clone(),
+        );
+        self.attention = Some(Attention {
+            step: self.name(step).to_owned(),
+            since: context.now,
+            reason: detail,
+            deadline: None,
+        });
+        let then = match rest {
+            Rest::Busy | Rest::Terminated | Rest::Suspended(_, Phase::Compensation, _) => {
+                return Handled;
+            }
+            Rest::Suspended(step, Phase::Step, reason) => Then::Suspend(step, reason),
+            Rest::Finished => Then::Finish,
+        };
+        match self.undo_owed_first(context, then) {
+            Some(state) => Transition(state),
+            None => Handled,
+        }
+    }
+
+    /// A late success of the current revision of a step the workflow gave
+    /// up: the effect happened after all.
+    fn late_current_reply(&mut self, step: usize, reply: &Reply) -> Option<String> {
+        if !matches!(reply.result, ReplyResult::Succeeded { .. }) {
+            return None;
+        }
+        let progress = &self.steps[step];
+        let sent = (1..=progress.attempts).contains(&reply.attempt);
+        if !sent || progress.status == StepStatus::Succeeded || progress.done_late {
+            return None;
+        }
+        let fate = self.fate(step, &progress.compensation);
+        let progress = &mut self.steps[step];
+        progress.done_late = true;
+        progress.possibly_done = true;
+        Some(format!(
+            "succeeded after the step was given up ({}); {fate}",
+            step_status_name(progress.status)
+        ))
+    }
+
+    /// A late reply of a replaced revision: a success makes it done; a
+    /// failure for good of its last attempt makes it known not done.
+    fn late_earlier_reply(&mut self, step: usize, revision: u32, reply: &Reply) -> Option<String> {
+        let checked = match &reply.result {
+            ReplyResult::Succeeded { output } => Some(
+                self.spec(step)
+                    .output
+                    .check(output)
+                    .map(|()| output.clone()),
+            ),
+            ReplyResult::Failed { .. } => None,
+        };
+        let earlier = self.steps[step].earlier(revision)?;
+        if !(1..=earlier.attempts).contains(&reply.attempt) {
+            return None;
+        }
+        match (&reply.result, checked) {
+            (ReplyResult::Succeeded { .. }, Some(checked)) => {
+                if earlier.happened == Happened::Done {
+                    return None;
+                }
+                let fate = self.fate(step, &earlier.compensation);
+                let earlier = self.steps[step].earlier_mut(revision)?;
+                earlier.happened = Happened::Done;
+                let unusable = match checked {
+                    Ok(output) => {
+                        earlier.output = Some(output);
+                        String::new()
+                    }
+                    Err(problem) => format!(" (its output is unusable: {problem})"),
+                };
+                Some(format!(
+                    "revision {revision}, replaced by an operator, took effect{unusable}; {fate}"
+                ))
+            }
+            (ReplyResult::Failed { retryable, reason }, _) => {
+                let settles = !retryable
+                    && reply.attempt == earlier.attempts
+                    && earlier.happened == Happened::PossiblyDone;
+                if !settles {
+                    return None;
+                }
+                self.steps[step].earlier_mut(revision)?.happened = Happened::NotDone;
+                Some(format!(
+                    "revision {revision}, replaced by an operator, did not take effect: {reason}"
+                ))
+            }
+            (ReplyResult::Succeeded { .. }, None) => None,
+        }
+    }
+
+    /// A late success of a compensation the workflow no longer waits on
+    /// (given up, declared done by hand, or cut off by a termination).
+    fn late_compensation_reply(
+        &mut self,
+        step: usize,
+        revision: u32,
+        reply: &Reply,
+    ) -> Option<String> {
+        if !matches!(reply.result, ReplyResult::Succeeded { .. }) {
+            return None;
+        }
+        let progress = &mut self.steps[step];
+        let compensation = if revision == progress.revision {
+            &mut progress.compensation
+        } else {
+            &mut progress.earlier_mut(revision)?.compensation
+        };
+        let before = compensation.status;
+        if !(1..=compensation.attempts).contains(&reply.attempt) {
+            return None;
+        }
+        if matches!(
+            before,
+            CompensationStatus::Compensated | CompensationStatus::NotStarted
+        ) {
+            return None;
+        }
+        compensation.status = CompensationStatus::Compensated;
+        Some(match before {
+            CompensationStatus::Skipped => format!(
+                "the compensation of revision {revision} took effect, though an operator had \
+                 declared it done by hand: check that it was not undone twice"
+            ),
+            _ => format!("the compensation of revision {revision} took effect after all"),
+        })
+    }
+
+    /// What becomes of an effect found done, given how undoing it stands.
+    fn fate(&self, step: usize, compensation: &CompensationProgress) -> &'static str {
+        if !self.compensable(step) {
+            return "q2c cannot undo it: an operator must check";
+        }
+        match compensation.status {
+            CompensationStatus::NotStarted => "it is undone with its own key",
+            CompensationStatus::Running => "the compensation under way undoes it",
+            CompensationStatus::Compensated => "its compensation has already run",
+            CompensationStatus::Skipped => "its compensation was declared done by hand",
+            CompensationStatus::Failed => "its compensation failed: an operator must check",
+        }
+    }
+
     // ---- compensations -----------------------------------------------------
 
     /// Whether `step` still has to be undone: it has a compensation, it
@@ -1274,20 +1656,103 @@ impl Machine {
             && progress.compensation.status == CompensationStatus::NotStarted
     }
 
-    /// Undoes the next completed step in reverse order, or ends the money
-    /// flow when nothing is left to undo.
-    fn compensate(&mut self, context: &mut Ctx) -> State {
-        let next = (0..self.steps.len())
+    /// Whether `step` is an action step q2c knows how to undo.
+    fn compensable(&self, step: usize) -> bool {
+        self.spec(step).kind == StepKind::Action && self.compensation_spec(step).is_some()
+    }
+
+    /// The next revision the reverse walk undoes: the latest step first
+    /// and, within a step, its current revision, then every replaced one
+    /// that is done or possibly done, newest first (`None`: the current).
+    fn next_in_walk(&self) -> Option<(usize, Option<u32>)> {
+        (0..self.steps.len()).rev().find_map(|step| {
+            if self.needs_compensation(step) {
+                return Some((step, None));
+            }
+            if !self.compensable(step) {
+                return None;
+            }
+            self.steps[step]
+                .earlier_revisions
+                .iter()
+                .rev()
+                .find(|earlier| {
+                    earlier.happened.may_have_happened()
+                        && earlier.compensation.status == CompensationStatus::NotStarted
+                })
+                .map(|earlier| (step, Some(earlier.revision)))
+        })
+    }
+
+    /// An undo the workflow owes outside its reverse walk: of a replaced
+    /// revision known done, or, once the money flow has ended without
+    /// completing, of a step whose success came after it was given up.
+    /// The latest step first, its newest revision first.
+    fn owed_undo(&self) -> Option<(usize, u32)> {
+        let undone_flow = matches!(
+            self.outcome,
+            Some(FlowOutcome::Compensated | FlowOutcome::Cancelled | FlowOutcome::Failed)
+        );
+        (0..self.steps.len())
             .rev()
-            .find(|&step| self.needs_compensation(step));
-        if let Some(step) = next {
+            .filter(|&step| self.compensable(step))
+            .find_map(|step| {
+                let progress = &self.steps[step];
+                if undone_flow && self.needs_compensation(step) {
+                    return Some((step, progress.revision));
+                }
+                progress
+                    .earlier_revisions
+                    .iter()
+                    .rev()
+                    .find(|earlier| {
+                        earlier.happened == Happened::Done
+                            && earlier.compensation.status == CompensationStatus::NotStarted
+                    })
+                    .map(|earlier| (step, earlier.revision))
+            })
+    }
+
+    /// Starts the undo owed, if there is one, to be followed by `then`.
+    fn undo_owed_first(&mut self, context: &mut Ctx, then: Then) -> Option<State> {
+        let (step, revision) = self.owed_undo()?;
+        self.undoing = Some(Undo { revision, then });
+        Some(self.start_compensation_run(context, step))
+    }
+
+    /// Where the workflow goes once a compensation is done (or declared
+    /// done by an operator).
+    fn after_undo(&mut self, context: &mut Ctx) -> State {
+        match self.undoing.take().map(|undo| undo.then) {
+            None | Some(Then::Compensate) => self.compensate(context),
+            Some(Then::SendStep(step)) => self.send_step_attempt(context, step),
+            Some(Then::Suspend(step, reason)) => self.halt(context, step, reason),
+            Some(Then::Finish) => self.finish(context),
+        }
+    }
+
+    /// Undoes the next completed revision in reverse order, or ends the
+    /// money flow when nothing is left to undo.
+    fn compensate(&mut self, context: &mut Ctx) -> State {
+        if let Some((step, revision)) = self.next_in_walk() {
+            self.undoing = revision.map(|revision| Undo {
+                revision,
+                then: Then::Compensate,
+            });
             return self.start_compensation_run(context, step);
         }
-        let undid_something = self.steps.iter().any(|step| {
+        let undone = |compensation: &CompensationProgress| {
             matches!(
-                step.compensation.status,
+                compensation.status,
                 CompensationStatus::Compensated | CompensationStatus::Skipped
             )
+        };
+        let undid_something = self.steps.iter().any(|step| {
+            undone(&step.compensation)
+                || step
+                    .earlier_revisions
+                    .iter()
+                    .any(|earlier| undone(&earlier.compensation))
         });
         let outcome = match (self.cancel_requested, undid_something) {
             (true, _) => FlowOutcome::Cancelled,
@@ -1297,12 +1762,20 @@ impl Machine {
         self.end_money_flow(context, outcome)
     }
 
+    /// Begins a run of the compensation of the revision being undone. Its
+    /// input sees that revision's output as the step's.
     fn start_compensation_run(&mut self, context: &mut Ctx, step: usize) -> State {
-        let compensation = &mut self.steps[step].compensation;
+        let compensation = self.undo_progress_mut(step);
         compensation.status = CompensationStatus::Running;
         compensation.run_started_after = compensation.attempts;
-        if self.steps[step].compensation.input.is_none() {
-            let outputs = self.input_context_outputs();
+        if self.undo_progress(step).input.is_none() {
+            let revision = self.undo_revision(step);
+            let mut outputs = self.input_context_outputs();
+            if let Some(earlier) = self.steps[step].earlier(revision)
+                && revision != self.steps[step].revision
+            {
+                outputs[step] = earlier.output.as_ref();
+            }
             let built = self.compensation_spec(step).map(|spec| {
                 spec.input.build(&InputContext {
                     workflow_id: self.workflow_id,
@@ -1314,9 +1787,9 @@ impl Machine {
                 })
             });
             match built {
-                Some(Ok(input)) => self.steps[step].compensation.input = Some(input),
+                Some(Ok(input)) => self.undo_progress_mut(step).input = Some(input),
                 Some(Err(message)) => {
-                    let compensation = &mut self.steps[step].compensation;
+                    let compensation = self.undo_progress_mut(step);
                     compensation.status = CompensationStatus::Failed;
                     compensation.last_error = Some(message);
                     return self.suspend(
@@ -1332,10 +1805,14 @@ impl Machine {
     }
 
     fn send_compensation_attempt(&mut self, context: &mut Ctx, step: usize) -> State {
-        self.steps[step].compensation.attempts += 1;
-        let attempt = self.steps[step].compensation.attempts;
+        self.undo_progress_mut(step).attempts += 1;
+        let attempt = self.undo_progress(step).attempts;
         let key = self.compensation_key(step);
-        let undoes = self.step_key(step);
+        let undoes = IdempotencyKey::for_command(
+            self.workflow_id,
+            self.name(step),
+            self.undo_revision(step),
+        );
         let Some(spec) = self.compensation_spec(step) else {
             // Only steps with a compensation are ever compensated.
             return self.suspend(step, Phase::Compensation, SuspendReason::CompensationFailed);
@@ -1349,8 +1826,8 @@ impl Machine {
             idempotency_key: key,
             undoes: Some(undoes),
             attempt,
-            input: self.steps[step]
-                .compensation
+            input: self
+                .undo_progress(step)
                 .input
                 .clone()
                 .unwrap_or(Value::Null),
@@ -1386,12 +1863,12 @@ impl Machine {
             Err(ignored) => return ignored,
         };
         self.acknowledge(context, step, Phase::Compensation, wait, reply);
-        let compensation = &mut self.steps[step].compensation;
+        let compensation = self.undo_progress_mut(step);
         match answer {
             Answer::Succeeded(_) => {
                 compensation.status = CompensationStatus::Compensated;
                 compensation.last_error = None;
-                Transition(self.compensate(context))
+                Transition(self.after_undo(context))
             }
             Answer::Failed { retryable, reason } => {
                 compensation.last_error = Some(reason.to_owned());
@@ -1410,14 +1887,14 @@ impl Machine {
     }
 
     fn compensation_attempt_failed(&mut self, context: &mut Ctx, step: usize) -> State {
-        let compensation = &self.steps[step].compensation;
+        let compensation = self.undo_progress(step);
         let used = compensation.attempts - compensation.run_started_after;
         let attempt = compensation.attempts;
         let Some(retry) = self.compensation_spec(step).map(|spec| spec.retry) else {
             return self.suspend(step, Phase::Compensation, SuspendReason::CompensationFailed);
         };
         if used >= retry.max_attempts {
-            let compensation = &mut self.steps[step].compensation;
+            let compensation = self.undo_progress_mut(step);
             compensation.status = CompensationStatus::Failed;
             let last = compensation.last_error.take().unwrap_or_default();
             compensation.last_error = Some(format!("gave up after {used} attempts: {last}"));
@@ -1451,14 +1928,14 @@ impl Machine {
                 "a compensation's input cannot be changed: retry it, or skip it once undone by hand",
             ),
             Resume::Skip { .. } => {
-                self.steps[step].compensation.status = CompensationStatus::Skipped;
+                self.undo_progress_mut(step).status = CompensationStatus::Skipped;
                 context.history(
                     HistoryKind::EventReceived,
                     Some(self.name(step)),
                     self.compensation_type(step),
                     "resume: skip the compensation (undone by hand)".to_owned(),
                 );
-                Transition(self.compensate(context))
+                Transition(self.after_undo(context))
             }
         }
     }
@@ -1482,12 +1959,16 @@ impl Machine {
             .position(|spec| spec.kind == StepKind::Notification);
         match first_notification {
             Some(step) => self.start_run(context, step),
-            None => self.finish(),
+            None => self.finish(context),
         }
     }
 
-    /// The terminal state named after the outcome.
-    fn finish(&self) -> State {
+    /// The terminal state named after the outcome, once any undo owed is
+    /// done.
+    fn finish(&mut self, context: &mut Ctx) -> State {
+        if let Some(state) = self.undo_owed_first(context, Then::Finish) {
+            return state;
+        }
         match self.outcome {
             Some(FlowOutcome::Completed) => State::completed(),
             Some(FlowOutcome::Compensated) => State::compensated(),
@@ -1510,7 +1991,10 @@ impl Machine {
             } else {
                 "compensation"
             },
-            self.steps[step].revision
+            match phase {
+                Phase::Step => self.steps[step].revision,
+                Phase::Compensation => self.undo_revision(step),
+            }
         );
         let digest = Sha256::digest(seed.as_bytes());
         let mut bytes = [0_u8; 8];

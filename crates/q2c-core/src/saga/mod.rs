@@ -23,10 +23,13 @@ pub use effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, TimerI
 pub use event::{Event, Reply, ReplyResult, Resume};
 pub use held::{HeldEvent, HeldFailure};
 pub use progress::{
-    Attention, CompensationProgress, CompensationStatus, EarlierRevision, Outcome, Phase, Status,
-    StepProgress, StepStatus, SuspendReason,
+    Attention, CompensationProgress, CompensationStatus, EarlierRevision, Happened, Outcome, Phase,
+    Status, StepProgress, StepStatus, SuspendReason,
 };
-pub use record::{DefinitionRecord, Error as RecordError, RECORD_VERSION, SagaRecord, StateRecord};
+pub use record::{
+    DefinitionRecord, Error as RecordError, RECORD_VERSION, SagaRecord, StateRecord, ThenRecord,
+    UndoingRecord,
+};
 
 use crate::definition::Definition;
 use crate::domain::ids::{IdempotencyKey, WorkflowId};
@@ -102,6 +105,7 @@ impl Saga {
             attention: None,
             paused: false,
             held: Vec::new(),
+            undoing: None,
         };
         let mut context = Ctx::new(now);
         let mut machine = machine
@@ -209,7 +213,19 @@ impl Saga {
         Some((name, phase))
     }
 
-    /// Set when a deadline flagged the workflow for an operator.
+    /// Whether the workflow had ended and is undoing an effect found done
+    /// since (a late success): it ends again, with the same outcome, once
+    /// that is undone.
+    pub fn reopened_after_end(&self) -> bool {
+        self.machine
+            .inner()
+            .undoing
+            .as_ref()
+            .is_some_and(|undo| undo.then == machine::Then::Finish)
+    }
+
+    /// Set when a deadline or a late reply flagged the workflow for an
+    /// operator.
     pub fn attention(&self) -> Option<&Attention> {
         self.machine.inner().attention.as_ref()
     }
@@ -219,12 +235,16 @@ impl Saga {
         let (step, phase, attempt) = machine::in_flight(self.machine.state())?;
         let inner = self.machine.inner();
         let name = inner.definition.step(step)?.name.clone();
-        let revision = inner.steps.get(step)?.revision;
         let key = match phase {
-            Phase::Step => IdempotencyKey::for_command(inner.workflow_id, &name, revision),
-            Phase::Compensation => {
-                IdempotencyKey::for_compensation(inner.workflow_id, &name, revision)
+            Phase::Step => {
+                let revision = inner.steps.get(step)?.revision;
+                IdempotencyKey::for_command(inner.workflow_id, &name, revision)
             }
+            Phase::Compensation => IdempotencyKey::for_compensation(
+                inner.workflow_id,
+                &name,
+                inner.undo_revision(step),
+            ),
         };
         Some(InFlight {
             step: name,

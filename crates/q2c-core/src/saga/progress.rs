@@ -146,9 +146,17 @@ pub struct StepProgress {
     /// first, so what was sent before stays on record.
     #[serde(default)]
     pub earlier_revisions: Vec<EarlierRevision>,
+    /// A success of this revision came after the workflow had given the
+    /// step up (since record version 3): the effect happened.
+    #[serde(default)]
+    pub done_late: bool,
 }
 
 /// A revision of a step that an operator replaced.
+///
+/// Replacing a revision does not make its commands unsent: a connector may
+/// have performed one and answer late. So the revision keeps what is known
+/// of its effect, and its own compensation, undone with its own key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EarlierRevision {
     /// Its number.
@@ -161,6 +169,54 @@ pub struct EarlierRevision {
     pub last_error: Option<String>,
     /// When it was replaced.
     pub replaced_at: DateTime<Utc>,
+    /// Whether it took effect, as far as q2c knows (since record version
+    /// 3; a revision recorded before reads as possibly done if it sent
+    /// anything).
+    #[serde(default = "Happened::unrecorded")]
+    pub happened: Happened,
+    /// The output of a success that came after it was replaced.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// How undoing it is going (since record version 3).
+    #[serde(default)]
+    pub compensation: CompensationProgress,
+}
+
+/// What is known of whether a revision's command took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Happened {
+    /// A success reply came: the effect happened.
+    #[serde(rename = "done")]
+    Done,
+    /// An attempt went unanswered: the effect may have happened.
+    #[serde(rename = "possibly_done")]
+    PossiblyDone,
+    /// Nothing was sent, or the connector said it did not take effect.
+    #[serde(rename = "not_done")]
+    NotDone,
+}
+
+impl Happened {
+    /// The stable name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::PossiblyDone => "possibly_done",
+            Self::NotDone => "not_done",
+        }
+    }
+
+    /// Whether undoing the revision may be needed.
+    pub fn may_have_happened(self) -> bool {
+        matches!(self, Self::Done | Self::PossiblyDone)
+    }
+
+    /// What a revision recorded before version 3 is read as: it may have
+    /// happened, the safe answer (undoing what never happened is harmless,
+    /// as connectors keep a tombstone for it).
+    fn unrecorded() -> Self {
+        Self::PossiblyDone
+    }
 }
 
 impl StepProgress {
@@ -177,18 +233,33 @@ impl StepProgress {
             last_error: None,
             compensation: CompensationProgress::default(),
             earlier_revisions: Vec::new(),
+            done_late: false,
         }
     }
 
     /// Ends the current revision and starts the next, keeping the one it
     /// replaces on record: a new revision means a new idempotency key.
+    ///
+    /// The replaced revision keeps whether it may have taken effect: a
+    /// success came (done), an attempt went unanswered (possibly done), or
+    /// neither (not done).
     pub(crate) fn next_revision(&mut self, now: DateTime<Utc>) {
+        let happened = if self.status == StepStatus::Succeeded {
+            Happened::Done
+        } else if self.possibly_done {
+            Happened::PossiblyDone
+        } else {
+            Happened::NotDone
+        };
         self.earlier_revisions.push(EarlierRevision {
             revision: self.revision,
             input: self.input.take(),
             attempts: self.attempts,
             last_error: self.last_error.clone(),
             replaced_at: now,
+            happened,
+            output: None,
+            compensation: std::mem::take(&mut self.compensation),
         });
         self.revision += 1;
         self.attempts = 0;
@@ -196,6 +267,20 @@ impl StepProgress {
         self.possibly_done = false;
         self.output = None;
         self.last_error = None;
+        self.done_late = false;
+    }
+
+    /// The replaced revision with this number, if there is one.
+    pub fn earlier(&self, revision: u32) -> Option<&EarlierRevision> {
+        self.earlier_revisions
+            .iter()
+            .find(|earlier| earlier.revision == revision)
+    }
+
+    pub(crate) fn earlier_mut(&mut self, revision: u32) -> Option<&mut EarlierRevision> {
+        self.earlier_revisions
+            .iter_mut()
+            .find(|earlier| earlier.revision == revision)
     }
 }
 
@@ -268,8 +353,8 @@ pub struct Attention {
     /// Why, for people.
     pub reason: String,
     /// The deadline timer that raised the flag, so a second delivery of it
-    /// changes nothing.
-    pub deadline: TimerId,
+    /// changes nothing; none when a late reply raised it.
+    pub deadline: Option<TimerId>,
 }
 
 /// Why a suspended workflow needs an operator.

@@ -15,6 +15,11 @@
 //! - 2: the `terminated` state, the `paused` flag with the events `held`
 //!   while paused, and each step's `earlier_revisions`. A version 1 record
 //!   reads as not paused, holding nothing, with no earlier revisions.
+//! - 3: what each earlier revision is known to have done (`happened`), its
+//!   late `output` and its own `compensation`; each step's `done_late`; the
+//!   `undoing` of a compensation outside the plain reverse walk; a
+//!   deadline-less `attention`. A version 2 earlier revision reads as
+//!   possibly done if it sent anything, not done otherwise, and not undone.
 
 use std::sync::Arc;
 
@@ -23,14 +28,14 @@ use statig::prelude::*;
 
 use super::Saga;
 use super::held::HeldEvent;
-use super::machine::{Machine, State};
-use super::progress::{Attention, Outcome, Phase, StepProgress, SuspendReason};
+use super::machine::{Machine, State, Then, Undo};
+use super::progress::{Attention, Happened, Outcome, Phase, StepProgress, SuspendReason};
 use crate::definition::{self, Definition, DefinitionHash};
 use crate::domain::ids::WorkflowId;
 use crate::domain::quote::Quote;
 
 /// The record version this code writes; it reads this one and all earlier.
-pub const RECORD_VERSION: u32 = 2;
+pub const RECORD_VERSION: u32 = 3;
 
 /// Everything needed to resume a saga, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,8 +64,49 @@ pub struct SagaRecord {
     /// Replies and timers that arrived while paused (since version 2).
     #[serde(default)]
     pub held: Vec<HeldEvent>,
+    /// The compensation under way when it is not the current revision's in
+    /// the reverse walk (since version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoing: Option<UndoingRecord>,
     /// Progress of each step, in definition order.
     pub steps: Vec<StepProgress>,
+}
+
+/// A compensation of an earlier revision, or one run outside the
+/// compensation of the whole workflow: the revision it undoes (of the step
+/// the state names) and where the workflow goes once it is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoingRecord {
+    /// The revision undone.
+    pub revision: u32,
+    /// What follows its success.
+    pub then: ThenRecord,
+}
+
+/// Where a workflow goes once such a compensation is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to")]
+pub enum ThenRecord {
+    /// On with the compensation of the whole workflow.
+    #[serde(rename = "compensate")]
+    Compensate,
+    /// Send the attempt of this step that was about to leave.
+    #[serde(rename = "send_step")]
+    SendStep {
+        /// The step.
+        step: String,
+    },
+    /// Back to the step an operator is needed for.
+    #[serde(rename = "suspend")]
+    Suspend {
+        /// The halted step.
+        step: String,
+        /// Why it halted.
+        reason: SuspendReason,
+    },
+    /// Back to the end the workflow had reached.
+    #[serde(rename = "finish")]
+    Finish,
 }
 
 /// The definition a record runs.
@@ -220,17 +266,34 @@ impl Saga {
             });
         }
         let state = state_from_record(&record.state, &definition)?;
+        let undoing = record
+            .undoing
+            .as_ref()
+            .map(|undoing| undo_from_record(undoing, &definition))
+            .transpose()?;
+        let mut steps = record.steps;
+        if record.record_version < 3 {
+            for earlier in steps
+                .iter_mut()
+                .flat_map(|step| &mut step.earlier_revisions)
+            {
+                if earlier.attempts == 0 {
+                    earlier.happened = Happened::NotDone;
+                }
+            }
+        }
         let machine = Machine {
             definition,
             workflow_id: record.workflow_id,
             quote: record.quote,
-            steps: record.steps,
+            steps,
             outcome: record.outcome,
             cancel_requested: record.cancel_requested,
             suspend_pending: record.suspend_pending,
             attention: record.attention,
             paused: record.paused,
             held: record.held,
+            undoing,
         };
         let mut uninitialized = machine.uninitialized_state_machine();
         *uninitialized.state_mut() = state;
@@ -259,9 +322,54 @@ impl Saga {
             attention: machine.attention.clone(),
             paused: machine.paused,
             held: machine.held.clone(),
+            undoing: machine
+                .undoing
+                .as_ref()
+                .map(|undo| undo_to_record(undo, &machine.definition)),
             steps: machine.steps.clone(),
         }
     }
+}
+
+fn step_name(definition: &Definition, step: usize) -> String {
+    definition
+        .step(step)
+        .map(|spec| spec.name.clone())
+        .unwrap_or_default()
+}
+
+fn undo_to_record(undo: &Undo, definition: &Definition) -> UndoingRecord {
+    UndoingRecord {
+        revision: undo.revision,
+        then: match undo.then {
+            Then::Compensate => ThenRecord::Compensate,
+            Then::SendStep(step) => ThenRecord::SendStep {
+                step: step_name(definition, step),
+            },
+            Then::Suspend(step, reason) => ThenRecord::Suspend {
+                step: step_name(definition, step),
+                reason,
+            },
+            Then::Finish => ThenRecord::Finish,
+        },
+    }
+}
+
+fn undo_from_record(record: &UndoingRecord, definition: &Definition) -> Result<Undo, Error> {
+    let index = |step: &String| {
+        definition
+            .step_index(step)
+            .ok_or_else(|| Error::UnknownStep(step.clone()))
+    };
+    Ok(Undo {
+        revision: record.revision,
+        then: match &record.then {
+            ThenRecord::Compensate => Then::Compensate,
+            ThenRecord::SendStep { step } => Then::SendStep(index(step)?),
+            ThenRecord::Suspend { step, reason } => Then::Suspend(index(step)?, *reason),
+            ThenRecord::Finish => Then::Finish,
+        },
+    })
 }
 
 fn state_to_record(state: &State, definition: &Definition) -> StateRecord {

@@ -379,6 +379,33 @@ impl Driver {
         effects
     }
 
+    /// Hands over a reply that must be applied as late: a `late_reply`
+    /// history line and the workflow flagged for an operator. Returns its
+    /// effects as `Fx`.
+    pub fn assert_late(&mut self, event: Event) -> Vec<Fx> {
+        let decision = self.handle(event);
+        assert_eq!(
+            decision.disposition,
+            Disposition::Applied,
+            "expected the late reply to be applied"
+        );
+        let late = decision.effects.iter().any(|effect| {
+            matches!(effect, Effect::RecordHistory(entry)
+                if entry.kind == q2c_core::saga::HistoryKind::LateReply)
+        });
+        assert!(late, "no late_reply history line: {:?}", decision.effects);
+        let attention = self
+            .saga
+            .attention()
+            .expect("a late reply flags the workflow");
+        assert!(attention.deadline.is_none(), "{attention:?}");
+        assert!(
+            attention.reason.starts_with("late reply for"),
+            "{attention:?}"
+        );
+        fx(&decision.effects)
+    }
+
     /// Hands over an event that must be ignored without any change.
     pub fn assert_ignored(&mut self, event: Event) {
         self.assert_unchanged(event, false);
