@@ -282,6 +282,54 @@ async fn an_operator_finds_reads_and_repairs_workflows_from_the_command_line() {
     let letters = q2c(url, &["dead-letters", "list"]).await.ok();
     assert_eq!(letters.stdout.trim(), "no dead letters");
 
+    // `--earlier` reaches the API, which says where it means nothing: the
+    // card was declined, so nothing about the first charge is uncertain.
+    let needless = q2c(
+        url,
+        &[
+            "workflows",
+            "resume",
+            &declined,
+            "--reason",
+            reason,
+            "--input",
+            r#"{"payment_method": "pm_card_visa"}"#,
+            "--earlier",
+            "undo",
+        ],
+    )
+    .await;
+    assert_eq!(needless.code, 1, "{}", needless.stderr);
+    assert!(
+        needless.stderr.contains("`earlier` means nothing here"),
+        "{}",
+        needless.stderr
+    );
+    let bulk_needless = q2c(
+        url,
+        &[
+            "bulk",
+            "dry-run",
+            "--action",
+            "pause",
+            "--reason",
+            reason,
+            "--status",
+            "suspended",
+            "--earlier",
+            "undo",
+        ],
+    )
+    .await;
+    assert_eq!(bulk_needless.code, 1, "{}", bulk_needless.stderr);
+    assert!(
+        bulk_needless
+            .stderr
+            .contains("`earlier` goes with `resume` and `skip` only"),
+        "{}",
+        bulk_needless.stderr
+    );
+
     // Resume with a new card: the workflow completes.
     let resumed = q2c(
         url,

@@ -433,3 +433,178 @@ async fn a_bulk_resume_after_an_erp_outage_survives_a_restart() {
     assert!(serve.terminate().await.success());
     sim.stop();
 }
+
+/// The payment step suspends once its attempts go unanswered, after two.
+fn payments_that_suspend() -> String {
+    let definition = fast_definition()
+        .replace(
+            "on_failure = \"compensate\"\ndeadline = { after = \"1h\"",
+            "on_failure = \"suspend\"\ndeadline = { after = \"1h\"",
+        )
+        .replace(
+            "retry = { max_attempts = 5, initial_backoff = \"100ms\"",
+            "retry = { max_attempts = 2, initial_backoff = \"100ms\"",
+        );
+    assert!(definition.contains("on_failure = \"suspend\"\ndeadline = { after = \"1h\""));
+    definition
+}
+
+/// The first charge is made but its reply is held back: the payment step
+/// times out and suspends, an operator resumes it with a new card saying
+/// what became of the first charge (`earlier`), and then the held reply
+/// arrives. Returns the workflow's final view and the connector's ledger.
+async fn resume_with_a_new_card_while_the_first_charge_is_held(
+    earlier: &str,
+) -> (Value, support::connector::Ledger) {
+    use support::connector::{Behaviour, Connector};
+    let world = World::new().await;
+    use_definition(&world, &payments_that_suspend());
+    let connector = Connector::start(
+        &world,
+        Behaviour {
+            hold_replies_to: Some(":collect_payment:r1".to_owned()),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let tokens = operator_tokens();
+    let serve = world.serve(&[("Q2C_API_TOKENS", &tokens)]).await;
+    let api = Api::new(&serve.http);
+
+    let started = api
+        .post_event(&accepted_event(1, "Initech", "pm_card_visa"))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = workflow_id(&started.body);
+    let halted = api
+        .workflow_until(&id, "the payment step to suspend", DEADLINE, |view| {
+            view["status"] == "suspended"
+        })
+        .await;
+    assert_eq!(halted["step"], "collect_payment");
+    assert_eq!(
+        connector.ledger().effects_of("payment.collect"),
+        1,
+        "charged once"
+    );
+
+    let new_card = json!({
+        "reason": "the first charge never confirmed; the customer gave another card",
+        "input": {"payment_method": "pm_card_mastercard"},
+    });
+    let refused = api.act(&id, "resume", &new_card, OTTO).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("`earlier` is required"), "{detail}");
+
+    let mut with_earlier = new_card.clone();
+    with_earlier["earlier"] = json!(earlier);
+    let resumed = api.act(&id, "resume", &with_earlier, OTTO).await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    api.workflow_until(&id, "the workflow to complete", DEADLINE, |view| {
+        view["status"] == "completed"
+    })
+    .await;
+
+    assert!(connector.release_held(&world).await >= 1);
+    let done = api
+        .workflow_until(&id, "the late success to be applied", DEADLINE, |view| {
+            view["status"] == "completed"
+                && view["history"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|entry| entry["kind"] == "late_reply")
+                && view["steps"][2]["earlier_revisions"][0]["compensation"]["status"]
+                    == "compensated"
+        })
+        .await;
+    assert_eq!(
+        done["steps"][2]["earlier_revisions"][0]["happened"], "done",
+        "the held reply showed the first charge happened"
+    );
+    assert!(
+        done["attention"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(":collect_payment:r1"),
+        "{}",
+        done["attention"]
+    );
+
+    let audit = api.get(&format!("/api/v1/audit?workflow_id={id}")).await;
+    let applied = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["result"] == "applied")
+        .cloned()
+        .unwrap();
+    assert_eq!(applied["input"]["earlier"], earlier, "{applied}");
+
+    let metrics = reqwest::get(format!("{}/metrics", serve.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("q2c_late_replies_total") && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    assert!(serve.terminate().await.success());
+    let ledger = connector.ledger();
+    connector.stop();
+    (done, ledger)
+}
+
+/// Where each command of the payment step was delivered first.
+fn first_delivery(ledger: &support::connector::Ledger, key_suffix: &str) -> usize {
+    ledger
+        .deliveries
+        .iter()
+        .position(|delivery| delivery.key.ends_with(key_suffix))
+        .unwrap_or_else(|| panic!("no delivery of {key_suffix}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_undo_refunds_the_first_charge_before_the_new_card_is_charged() {
+    let (done, ledger) = resume_with_a_new_card_while_the_first_charge_is_held("undo").await;
+    assert!(
+        first_delivery(&ledger, ":collect_payment:r1:compensate")
+            < first_delivery(&ledger, ":collect_payment:r2"),
+        "the refund leaves before the new charge"
+    );
+    assert_eq!(ledger.effects_of("payment.collect"), 2);
+    assert_eq!(ledger.effects_of("payment.refund"), 1, "one net charge");
+    let history = done["history"].to_string();
+    assert!(history.contains("the earlier attempt: undo"), "{history}");
+    assert!(
+        history.contains("its compensation has already run"),
+        "{history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_not_done_refunds_the_first_charge_when_its_success_comes_late() {
+    let (done, ledger) = resume_with_a_new_card_while_the_first_charge_is_held("not_done").await;
+    assert!(
+        first_delivery(&ledger, ":collect_payment:r2")
+            < first_delivery(&ledger, ":collect_payment:r1:compensate"),
+        "the new card is charged at once; the refund follows the late success"
+    );
+    assert_eq!(ledger.effects_of("payment.collect"), 2);
+    assert_eq!(ledger.effects_of("payment.refund"), 1, "one net charge");
+    let history = done["history"].to_string();
+    assert!(
+        history.contains("the earlier attempt: not_done"),
+        "{history}"
+    );
+    assert!(
+        history.contains("it is undone with its own key"),
+        "{history}"
+    );
+}

@@ -50,6 +50,11 @@ pub struct DryRunArgs {
     /// With skip: the output each halted step is declared done with.
     #[arg(long)]
     output: Option<String>,
+    /// With resume and an input, or skip: what became of each earlier
+    /// attempt that may have taken effect: `undo`, `not_done` or (skip)
+    /// `done`.
+    #[arg(long)]
+    earlier: Option<String>,
     /// Workflows per second when it runs (the server's default otherwise).
     #[arg(long)]
     rate: Option<f64>,
@@ -81,6 +86,9 @@ pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Er
             }
             if let Some(output) = args.output {
                 body["output"] = json_object("--output", &output)?;
+            }
+            if let Some(earlier) = args.earlier {
+                body["earlier"] = json!(earlier);
             }
             if let Some(rate) = args.rate {
                 body["rate_per_second"] = json!(rate);

@@ -39,6 +39,10 @@ pub enum Command {
         /// '{"payment_method": "pm_card_visa"}'.
         #[arg(long)]
         input: Option<String>,
+        /// With a changed input, where an attempt went unanswered: what
+        /// became of it, `undo` or `not_done`.
+        #[arg(long)]
+        earlier: Option<String>,
     },
     /// Skip the rest of the backoff of a step waiting to retry.
     Retry(ActionArgs),
@@ -49,6 +53,10 @@ pub enum Command {
         /// The step's output as JSON, checked against the definition.
         #[arg(long)]
         output: Option<String>,
+        /// Where an attempt went unanswered: what became of it, `undo`,
+        /// `not_done` or `done` (it is the step's result).
+        #[arg(long)]
+        earlier: Option<String>,
     },
     /// Stop and undo the completed steps in reverse order.
     Cancel(ActionArgs),
@@ -209,23 +217,33 @@ pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Er
             }
             print(&with_next(table.render(), &page, "next_after"))
         }
-        Command::Resume { action, input } => {
+        Command::Resume {
+            action,
+            input,
+            earlier,
+        } => {
             let input = input
                 .map(|text| json_object("--input", &text))
                 .transpose()?;
-            act(client, "resume", action, "input", input, json).await
+            let carried = [("input", input), ("earlier", earlier.map(Value::String))];
+            act(client, "resume", action, &carried, json).await
         }
-        Command::Skip { action, output } => {
+        Command::Skip {
+            action,
+            output,
+            earlier,
+        } => {
             let output = output
                 .map(|text| json_object("--output", &text))
                 .transpose()?;
-            act(client, "skip", action, "output", output, json).await
+            let carried = [("output", output), ("earlier", earlier.map(Value::String))];
+            act(client, "skip", action, &carried, json).await
         }
-        Command::Retry(action) => act(client, "retry", action, "", None, json).await,
-        Command::Cancel(action) => act(client, "cancel", action, "", None, json).await,
-        Command::Terminate(action) => act(client, "terminate", action, "", None, json).await,
-        Command::Pause(action) => act(client, "pause", action, "", None, json).await,
-        Command::Unpause(action) => act(client, "unpause", action, "", None, json).await,
+        Command::Retry(action) => act(client, "retry", action, &[], json).await,
+        Command::Cancel(action) => act(client, "cancel", action, &[], json).await,
+        Command::Terminate(action) => act(client, "terminate", action, &[], json).await,
+        Command::Pause(action) => act(client, "pause", action, &[], json).await,
+        Command::Unpause(action) => act(client, "unpause", action, &[], json).await,
     }
 }
 
@@ -272,13 +290,14 @@ async fn act(
     client: &Client,
     action: &str,
     args: ActionArgs,
-    member: &str,
-    extra: Option<Value>,
+    carried: &[(&str, Option<Value>)],
     json: bool,
 ) -> Result<(), Error> {
     let mut body = json!({"reason": args.reason});
-    if let Some(extra) = extra {
-        body[member] = extra;
+    for (member, value) in carried {
+        if let Some(value) = value {
+            body[*member] = value.clone();
+        }
     }
     let conditions = Conditions {
         if_match: args.if_match,

@@ -32,6 +32,9 @@ pub struct Behaviour {
     pub decline: Vec<String>,
     /// Publish every reply twice, with the same message id.
     pub duplicate_replies: bool,
+    /// Replies to commands whose key ends with this are held back (the
+    /// effect still happens) until [`Connector::release_held`].
+    pub hold_replies_to: Option<String>,
 }
 
 /// One command as it was delivered.
@@ -108,6 +111,8 @@ struct Memory {
     replies: HashMap<String, (ReplyKind, Value)>,
     performed: HashSet<String>,
     tombstones: HashSet<String>,
+    /// Replies held back, in the order they were made.
+    held: Vec<Envelope>,
 }
 
 /// A running test connector serving every domain.
@@ -165,9 +170,17 @@ impl Connector {
                             chrono::Utc::now(),
                             payload,
                         );
-                        let copies = if behaviour.duplicate_replies { 2 } else { 1 };
-                        for _ in 0..copies {
-                            publish_reply(&publish, &topology, &reply).await;
+                        let hold = behaviour
+                            .hold_replies_to
+                            .as_deref()
+                            .is_some_and(|suffix| envelope.idempotency_key.ends_with(suffix));
+                        if hold {
+                            memory.lock().expect("memory").held.push(reply);
+                        } else {
+                            let copies = if behaviour.duplicate_replies { 2 } else { 1 };
+                            for _ in 0..copies {
+                                publish_reply(&publish, &topology, &reply).await;
+                            }
                         }
                     }
                     delivery.ack(BasicAckOptions::default()).await.expect("ack");
@@ -180,6 +193,20 @@ impl Connector {
     /// A copy of the ledger as it stands.
     pub fn ledger(&self) -> Ledger {
         self.memory.lock().expect("ledger").ledger.clone()
+    }
+
+    /// Publishes the replies held back, in order; returns how many.
+    pub async fn release_held(&self, world: &World) -> usize {
+        let held = std::mem::take(&mut self.memory.lock().expect("memory").held);
+        let channel = channel(&world.amqp_url).await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        for reply in &held {
+            publish_reply(&channel, &world.topology, reply).await;
+        }
+        held.len()
     }
 
     pub fn stop(self) {

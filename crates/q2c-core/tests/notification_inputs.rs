@@ -251,7 +251,10 @@ fn a_compensation_that_failed_decides_nothing_and_an_operator_skip_ends_the_flow
     driver.now = at(3_600_000_001);
     applied(
         &mut driver,
-        Event::ResumeRequested(Resume::Skip { output: json!({}) }),
+        Event::ResumeRequested(Resume::Skip {
+            output: json!({}),
+            earlier: None,
+        }),
     );
     assert_eq!(
         report(&driver),
@@ -333,6 +336,7 @@ fn a_failed_step_skipped_by_an_operator_no_longer_counts() {
         &mut driver,
         Event::ResumeRequested(Resume::Skip {
             output: json!({"charge_id": "paid by wire"}),
+            earlier: None,
         }),
     );
     assert_eq!(driver.saga.outcome(), Some(Outcome::Completed));

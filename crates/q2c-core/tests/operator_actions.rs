@@ -124,7 +124,13 @@ fn commands_and_timers_scheduled_while_paused_are_frozen_at_once() {
     driver.fail(false);
     assert_eq!(driver.saga.status(), Status::Suspended);
     act(&mut driver, Request::Pause);
-    let effects = act(&mut driver, Request::Resume { input_patch: None });
+    let effects = act(
+        &mut driver,
+        Request::Resume {
+            input_patch: None,
+            earlier: None,
+        },
+    );
     assert!(
         effects
             .iter()
@@ -179,7 +185,18 @@ fn terminate_stops_without_undoing_or_notifying() {
     assert_eq!(driver.saga.status(), Status::Terminated);
     assert_eq!(driver.saga.outcome(), None);
     assert!(!driver.saga.paused());
-    assert!(driver.saga.held().is_empty(), "held events are dropped");
+    assert!(
+        driver.saga.held().is_empty(),
+        "held events are applied after it"
+    );
+    let attention = driver
+        .saga
+        .attention()
+        .expect("the held success is late news");
+    assert!(
+        attention.reason.contains(":issue_invoice:r1"),
+        "{attention:?}"
+    );
     assert!(driver.saga.allowed_actions().is_empty());
     assert_eq!(
         driver.sent_types(),
@@ -210,6 +227,7 @@ fn resume_with_a_patch_starts_a_new_revision_and_keeps_the_old_one() {
         &mut driver,
         Request::Resume {
             input_patch: Some(json!({"payment_method": "card-4242"})),
+            earlier: None,
         },
     );
     let command = driver.last_command().clone();
@@ -238,6 +256,7 @@ fn resume_with_a_patch_that_changes_nothing_keeps_the_key() {
         &mut driver,
         Request::Resume {
             input_patch: Some(json!({"payment_method": method})),
+            earlier: None,
         },
     );
     let command = driver.last_command();
@@ -254,6 +273,7 @@ fn skip_hands_the_operators_output_to_the_next_step() {
     let decision = driver.handle(
         Request::Skip {
             output: json!({"order": "by hand"}),
+            earlier: None,
         }
         .event(),
     );
@@ -265,6 +285,7 @@ fn skip_hands_the_operators_output_to_the_next_step() {
         &mut driver,
         Request::Skip {
             output: json!({"order_id": "ORD-BY-HAND"}),
+            earlier: None,
         },
     );
     assert_eq!(driver.saga.steps()[0].status, StepStatus::Skipped);
@@ -312,11 +333,13 @@ fn a_new_revision_waits_for_the_unpause_while_replies_are_held() {
 
     let patched = Request::Resume {
         input_patch: Some(json!({"payment_method": "card-4242"})),
+        earlier: None,
     };
     for request in [
         patched.clone(),
         Request::Skip {
             output: json!({"payment_id": "PAY-BY-HAND"}),
+            earlier: None,
         },
     ] {
         let decision = driver.handle(request.event());

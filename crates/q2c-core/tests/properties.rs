@@ -35,9 +35,9 @@ use q2c_core::definition::{Definition, FailurePolicy, StepKind};
 use q2c_core::domain::ids::IdempotencyKey;
 use q2c_core::domain::quote::fixtures;
 use q2c_core::saga::{
-    Action, Command, CommandRole, CompensationStatus, Disposition, Effect, Event, HeldEvent,
-    HistoryKind, Outcome, Phase, Reply, ReplyResult, Request, Resume, Saga, StateRecord, Status,
-    StepStatus, TimerId, TimerKind,
+    Action, Command, CommandRole, CompensationStatus, Disposition, Earlier, Effect, Event,
+    HeldEvent, HistoryKind, Outcome, Phase, Reply, ReplyResult, Request, Resume, Saga, StateRecord,
+    Status, StepStatus, ThenRecord, TimerId, TimerKind,
 };
 use serde_json::json;
 use support::{t0, workflow_id};
@@ -197,6 +197,9 @@ struct World {
     late_applied: bool,
     /// Step command keys a success reply was handed over for.
     successes_delivered: BTreeSet<IdempotencyKey>,
+    /// Compensations sent by an undo an operator asked for before the
+    /// workflow went on: not part of the reverse walk.
+    interjected: BTreeSet<IdempotencyKey>,
     saga: Saga,
     definition: Arc<Definition>,
     now: DateTime<Utc>,
@@ -224,6 +227,7 @@ impl World {
             told_not_done: BTreeSet::new(),
             late_applied: false,
             successes_delivered: BTreeSet::new(),
+            interjected: BTreeSet::new(),
             saga,
             definition,
             now: t0(),
@@ -406,19 +410,33 @@ impl World {
             Op::Resume { pick } => Some((
                 Event::ResumeRequested(match pick % 3 {
                     0 => Resume::Retry,
-                    1 => Resume::RetryWithInput(json!({"operator": "changed"})),
-                    _ => Resume::Skip { output: json!({}) },
+                    1 => Resume::RetryWithInput {
+                        input: json!({"operator": "changed"}),
+                        earlier: earlier_of(pick / 3),
+                    },
+                    _ => Resume::Skip {
+                        output: json!({}),
+                        earlier: earlier_of(pick / 3),
+                    },
                 }),
                 false,
             )),
             Op::Act { pick } => {
+                let earlier = earlier_of(pick / 9);
                 let request = match pick % 9 {
-                    0 => Request::Resume { input_patch: None },
+                    0 => Request::Resume {
+                        input_patch: None,
+                        earlier: None,
+                    },
                     1 => Request::Resume {
                         input_patch: Some(json!({"operator": "patched"})),
+                        earlier,
                     },
                     2 => Request::Retry,
-                    3 => Request::Skip { output: json!({}) },
+                    3 => Request::Skip {
+                        output: json!({}),
+                        earlier,
+                    },
                     4 => Request::Cancel,
                     5 => Request::Terminate,
                     6 | 7 => Request::Pause,
@@ -432,7 +450,7 @@ impl World {
     /// The action an event stands for, if it is an operator's request.
     fn action_of(event: &Event) -> Option<(Action, bool)> {
         let action = match event {
-            Event::ResumeRequested(Resume::Patch(_) | Resume::RetryWithInput(_)) => {
+            Event::ResumeRequested(Resume::Patch { .. } | Resume::RetryWithInput { .. }) => {
                 return Some((Action::Resume, true));
             }
             Event::ResumeRequested(Resume::Skip { .. }) => Action::Skip,
@@ -525,8 +543,14 @@ impl World {
             // while held events may show the current one took effect.
             let holding = before_record.paused && !before_record.held.is_empty();
             let new_revision = patched || action == Action::Skip;
+            // And what the operator says of the replaced attempt may not fit
+            // (the transition tests pin those rules).
+            let earlier_refused = matches!(&decision.disposition,
+                Disposition::Refused { reason } if reason.contains("`earlier")
+                    || reason.contains("cannot undo it"));
             let content_refused = (patched && compensation_halted)
-                || (new_revision && holding && !compensation_halted);
+                || (new_revision && holding && !compensation_halted)
+                || earlier_refused;
             if allowed && !content_refused {
                 prop_assert_eq!(
                     &decision.disposition,
@@ -591,6 +615,10 @@ impl World {
             self.carry_out(&decision.effects);
             return self.check_state();
         }
+        if !held_before.is_empty() && !self.saga.paused() {
+            // The workflow ended while paused: what it held was applied.
+            self.track_released(&held_before);
+        }
         let sent: Vec<&Command> = decision
             .effects
             .iter()
@@ -637,7 +665,15 @@ impl World {
                 IdempotencyKey::for_command(self.saga.workflow_id(), &timer.step, timer.revision);
             self.told_not_done.remove(&key);
         }
+        let undoing = self.saga.record().undoing;
         for command in &sent {
+            if command.role == CommandRole::Compensation
+                && undoing
+                    .as_ref()
+                    .is_some_and(|undoing| undoing.then != ThenRecord::Compensate)
+            {
+                self.interjected.insert(command.idempotency_key.clone());
+            }
             if let Some(undoes) = &command.undoes {
                 prop_assert!(
                     !self.told_not_done.contains(undoes),
@@ -745,7 +781,7 @@ impl World {
                 .saga
                 .record()
                 .undoing
-                .is_some_and(|undoing| undoing.then != q2c_core::saga::ThenRecord::Compensate);
+                .is_some_and(|undoing| undoing.then != ThenRecord::Compensate);
             prop_assert!(
                 outcome.is_none() || interjected,
                 "no outcome while the walk compensates"
@@ -759,9 +795,9 @@ impl World {
     }
 
     /// Every compensation names a step command that was sent and done or
-    /// possibly done. Unless a late reply sent the walk back, compensations
-    /// go backwards through the steps and, within a step, from the newest
-    /// revision to the oldest.
+    /// possibly done. Unless a late reply sent the walk back, the reverse
+    /// walk's compensations go backwards through the steps and, within a
+    /// step, from the newest revision to the oldest.
     fn check_compensation_order(&self) -> Result<(), TestCaseError> {
         let mut previous: Option<(usize, u32)> = None;
         for command in self
@@ -795,6 +831,9 @@ impl World {
                 revision,
                 step
             );
+            if self.interjected.contains(&command.idempotency_key) {
+                continue;
+            }
             if let Some(previous) = previous
                 && !self.late_applied
             {
@@ -866,7 +905,17 @@ impl World {
                         may,
                         undone
                     ),
-                    Outcome::Completed => prop_assert!(!undone),
+                    Outcome::Completed if earlier.declared == Some(Earlier::Undo) => {
+                        prop_assert_ne!(
+                            earlier.compensation.status,
+                            CompensationStatus::NotStarted,
+                            "an undo the operator asked for is done or under way"
+                        );
+                    }
+                    Outcome::Completed => prop_assert!(
+                        !undone,
+                        "completed: only what the operator asked to undo is undone"
+                    ),
                     Outcome::Failed => prop_assert!(!may, "failed with an undoable revision"),
                 }
             }
@@ -948,12 +997,19 @@ impl World {
                         ..
                     }
                 );
-                let request = if !halted_compensation
-                    && self.saga.allowed_actions().contains(&Action::Cancel)
-                {
+                let request = if halted_compensation {
+                    Request::Skip {
+                        output: json!({}),
+                        earlier: None,
+                    }
+                } else if self.saga.allowed_actions().contains(&Action::Cancel) {
                     Request::Cancel
                 } else {
-                    Request::Skip { output: json!({}) }
+                    let earlier = self.truthful_statement();
+                    Request::Skip {
+                        output: json!({}),
+                        earlier,
+                    }
                 };
                 request.event()
             } else {
@@ -969,6 +1025,26 @@ impl World {
         }
         prop_assert!(false, "the workflow did not settle");
         Ok(())
+    }
+
+    /// What an operator who checked the connector's system says of the
+    /// halted step's current revision, where an attempt went unanswered:
+    /// done if it took effect, else not done (and then it never will).
+    fn truthful_statement(&mut self) -> Option<Earlier> {
+        let (step, _) = self.saga.current_step()?;
+        let step = self.step_index(step);
+        let progress = &self.saga.steps()[step];
+        if !progress.possibly_done || progress.status == StepStatus::Succeeded {
+            return None;
+        }
+        let key =
+            IdempotencyKey::for_command(self.saga.workflow_id(), &progress.name, progress.revision);
+        let done = *self.fates.entry(key).or_insert(false);
+        Some(if done {
+            Earlier::Done
+        } else {
+            Earlier::NotDone
+        })
     }
 
     /// Once settled: every effect a connector performed for a step q2c can
@@ -990,9 +1066,12 @@ impl World {
                 continue;
             }
             let progress = &self.saga.steps()[step];
+            let taken_as_result = progress
+                .earlier(revision)
+                .is_some_and(|earlier| earlier.declared == Some(Earlier::Done));
             let part_of_outcome = outcome == Some(Outcome::Completed)
-                && revision == progress.revision
-                && progress.status == StepStatus::Succeeded;
+                && ((revision == progress.revision && progress.status == StepStatus::Succeeded)
+                    || taken_as_result);
             let compensation = if revision == progress.revision {
                 Some(&progress.compensation)
             } else {
@@ -1034,6 +1113,17 @@ fn run_case(shape: &[StepShape], ops: &[Op], rule: Rule) -> Result<(), TestCaseE
     world.run_out_the_clock()?;
     world.settle()?;
     world.check_every_effect_accounted_for()
+}
+
+/// What a generated operator says of the attempt a new revision replaces:
+/// nothing half the time, else any of the three statements, true or not.
+fn earlier_of(pick: u8) -> Option<Earlier> {
+    match pick % 6 {
+        0 => Some(Earlier::Undo),
+        1 => Some(Earlier::NotDone),
+        2 => Some(Earlier::Done),
+        _ => None,
+    }
 }
 
 fn reply(command: &Command, success: bool, retryable: bool) -> Event {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use q2c_core::definition::Definition;
 use q2c_core::saga::{
-    Command, CompensationStatus, Event, Happened, Outcome, Phase, ReplyResult, Resume, StateRecord,
-    Status, StepStatus, SuspendReason, TimerKind,
+    Command, CompensationStatus, Earlier, Event, Happened, Outcome, Phase, ReplyResult, Request,
+    Resume, StateRecord, Status, StepStatus, SuspendReason, TimerKind,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -156,15 +156,25 @@ fn resume(resume: Resume) -> Event {
 }
 
 fn skip(output: Value) -> Event {
-    resume(Resume::Skip { output })
+    skip_with(output, None)
+}
+
+fn skip_with(output: Value, earlier: Option<Earlier>) -> Event {
+    resume(Resume::Skip { output, earlier })
 }
 
 /// Every kind of resume request, valid or not for an action step.
 fn every_resume(valid_output: Value) -> Vec<Event> {
     vec![
         resume(Resume::Retry),
-        resume(Resume::RetryWithInput(json!({"reservation_id": "RES-9"}))),
-        resume(Resume::RetryWithInput(json!("not an object"))),
+        resume(Resume::RetryWithInput {
+            input: json!({"reservation_id": "RES-9"}),
+            earlier: None,
+        }),
+        resume(Resume::RetryWithInput {
+            input: json!("not an object"),
+            earlier: None,
+        }),
         skip(valid_output),
         skip(json!({})),
     ]
@@ -1856,7 +1866,10 @@ fn suspended_step_retry_resends_with_the_same_key_and_a_fresh_budget() {
 fn suspended_step_retry_with_input_starts_revision_2() {
     let mut driver = suspended_step_failed();
     let input = json!({"reservation_id": "RES-9"});
-    let effects = driver.apply(resume(Resume::RetryWithInput(input.clone())));
+    let effects = driver.apply(resume(Resume::RetryWithInput {
+        input: input.clone(),
+        earlier: None,
+    }));
     assert_eq!(
         effects,
         [
@@ -1898,7 +1911,10 @@ fn suspended_step_retry_with_input_starts_revision_2() {
 fn suspended_step_retry_with_non_object_input_is_refused() {
     let mut driver = suspended_step_failed();
     for input in [json!("RES-9"), json!(["RES-9"]), json!(null), json!(9)] {
-        driver.assert_refused(resume(Resume::RetryWithInput(input)));
+        driver.assert_refused(resume(Resume::RetryWithInput {
+            input,
+            earlier: None,
+        }));
     }
 }
 
@@ -2022,7 +2038,10 @@ fn suspended_deadline_retry_starts_a_new_run_with_a_new_deadline() {
 fn suspended_deadline_retry_with_input_starts_revision_2() {
     let mut driver = suspended_deadline();
     let input = json!({"reservation_id": "RES-9"});
-    let effects = driver.apply(resume(Resume::RetryWithInput(input.clone())));
+    let effects = driver.apply(resume(Resume::RetryWithInput {
+        input: input.clone(),
+        earlier: None,
+    }));
     assert_eq!(
         effects,
         [
@@ -2043,8 +2062,14 @@ fn suspended_deadline_retry_with_input_starts_revision_2() {
 #[test]
 fn suspended_deadline_retry_with_non_object_input_is_refused() {
     let mut driver = suspended_deadline();
-    driver.assert_refused(resume(Resume::RetryWithInput(json!("RES-9"))));
-    driver.assert_refused(resume(Resume::RetryWithInput(json!(null))));
+    driver.assert_refused(resume(Resume::RetryWithInput {
+        input: json!("RES-9"),
+        earlier: None,
+    }));
+    driver.assert_refused(resume(Resume::RetryWithInput {
+        input: json!(null),
+        earlier: None,
+    }));
 }
 
 #[test]
@@ -2157,10 +2182,14 @@ fn suspended_compensation_retry_resends_with_the_same_key_and_a_fresh_budget() {
 #[test]
 fn suspended_compensation_refuses_retry_with_input() {
     let mut driver = suspended_compensation();
-    driver.assert_refused(resume(Resume::RetryWithInput(
-        json!({"reservation_id": "RES-9"}),
-    )));
-    driver.assert_refused(resume(Resume::RetryWithInput(json!("RES-9"))));
+    driver.assert_refused(resume(Resume::RetryWithInput {
+        input: json!({"reservation_id": "RES-9"}),
+        earlier: None,
+    }));
+    driver.assert_refused(resume(Resume::RetryWithInput {
+        input: json!("RES-9"),
+        earlier: None,
+    }));
 }
 
 #[test]
@@ -2271,7 +2300,10 @@ fn suspended_notification_retry_resends_with_the_same_key() {
 fn suspended_notification_retry_with_input_starts_revision_2() {
     let mut driver = suspended_notification();
     let input = json!({"outcome": "completed", "note": "resent"});
-    let effects = driver.apply(resume(Resume::RetryWithInput(input.clone())));
+    let effects = driver.apply(resume(Resume::RetryWithInput {
+        input: input.clone(),
+        earlier: None,
+    }));
     assert_eq!(
         effects,
         [
@@ -2292,7 +2324,10 @@ fn suspended_notification_retry_with_input_starts_revision_2() {
 #[test]
 fn suspended_notification_retry_with_non_object_input_is_refused() {
     let mut driver = suspended_notification();
-    driver.assert_refused(resume(Resume::RetryWithInput(json!("again"))));
+    driver.assert_refused(resume(Resume::RetryWithInput {
+        input: json!("again"),
+        earlier: None,
+    }));
 }
 
 #[test]
@@ -2659,21 +2694,23 @@ fn suspended_possibly_charged() -> Driver {
     driver
 }
 
-/// The same, resumed with a new card: revision 2's first attempt is in
-/// flight.
+fn new_card(earlier: Option<Earlier>) -> Event {
+    resume(Resume::RetryWithInput {
+        input: json!({"reservation_id": "RES-1", "card": "new"}),
+        earlier,
+    })
+}
+
+/// The same, resumed with a new card by an operator who says the first
+/// charge did not happen: revision 2's first attempt is in flight.
 fn charging_again_with_a_new_card() -> Driver {
     let mut driver = suspended_possibly_charged();
-    driver.apply(resume(Resume::RetryWithInput(
-        json!({"reservation_id": "RES-1", "card": "new"}),
-    )));
-    assert_eq!(
-        *driver.last_command(),
-        driver.commands[driver.commands.len() - 1]
-    );
+    driver.apply(new_card(Some(Earlier::NotDone)));
     assert_eq!(driver.last_command().idempotency_key, step_key("charge", 2));
     let earlier = &driver.saga.steps()[1].earlier_revisions[0];
     assert_eq!(earlier.revision, 1);
-    assert_eq!(earlier.happened, Happened::PossiblyDone);
+    assert_eq!(earlier.happened, Happened::NotDone);
+    assert_eq!(earlier.declared, Some(Earlier::NotDone));
     driver
 }
 
@@ -2812,7 +2849,9 @@ fn a_late_success_after_compensation_is_undone_and_a_terminated_workflow_only_re
 
 #[test]
 fn a_late_failure_for_good_of_a_replaced_revision_makes_it_known_not_done() {
-    let mut driver = charging_again_with_a_new_card();
+    let mut driver = suspended_possibly_charged();
+    let effects = driver.apply(new_card(Some(Earlier::Undo)));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 1));
     let last_of_first = driver.commands[3].clone();
     assert_eq!(last_of_first.idempotency_key, step_key("charge", 1));
     assert_eq!(last_of_first.attempt, 3);
@@ -2826,26 +2865,262 @@ fn a_late_failure_for_good_of_a_replaced_revision_makes_it_known_not_done() {
     driver.assert_ignored(fatal(&last_of_first));
 }
 
+/// `suspended(charge, step, deadline_exceeded)` under `deadlines()`, its
+/// latest attempt unanswered.
+fn suspended_at_the_deadline_possibly_charged(mut driver: Driver) -> Driver {
+    fire(&mut driver, TimerKind::StepTimeout);
+    fire(&mut driver, TimerKind::Deadline);
+    assert_eq!(
+        state(&driver),
+        suspended_state("charge", Phase::Step, SuspendReason::DeadlineExceeded)
+    );
+    assert!(driver.saga.steps()[1].possibly_done);
+    driver
+}
+
 #[test]
 fn compensation_undoes_every_revision_newest_first_each_with_its_own_key() {
-    let mut driver = charging_again_with_a_new_card();
-    // Revision 2 times out on every attempt too, then the operator cancels.
-    for _ in 1..3 {
-        fire(&mut driver, TimerKind::StepTimeout);
-        fire(&mut driver, TimerKind::StepBackoff);
-    }
-    fire(&mut driver, TimerKind::StepTimeout);
-    let effects = driver.apply(Event::CancelRequested);
-    assert_eq!(effects[0], send_compensation("charge", "card.refund", 2, 1));
+    // Revisions 1 and 2 of charge each time out and are replaced by an
+    // operator who says they did not happen; both succeeded after all.
+    let driver = executing_charge(deadlines());
+    let mut driver = suspended_at_the_deadline_possibly_charged(driver);
+    driver.apply(new_card(Some(Earlier::NotDone)));
+    let mut driver = suspended_at_the_deadline_possibly_charged(driver);
+    driver.apply(resume(Resume::RetryWithInput {
+        input: json!({"reservation_id": "RES-1", "card": "third"}),
+        earlier: Some(Earlier::NotDone),
+    }));
+    assert_eq!(driver.last_command().idempotency_key, step_key("charge", 3));
+    let first = driver.commands[1].clone();
+    let second = driver.commands[2].clone();
+    assert_eq!(first.idempotency_key, step_key("charge", 1));
+    assert_eq!(second.idempotency_key, step_key("charge", 2));
+    driver.assert_late(success(&first, json!({"charge_id": "CH-1"})));
+    driver.assert_late(success(&second, json!({"charge_id": "CH-2"})));
+    // Revision 3 is declined: the walk undoes revision 2, then 1, then
+    // the reservation.
+    let effects = fail(&mut driver, false);
+    assert!(
+        effects.contains(&send_compensation("charge", "card.refund", 2, 1)),
+        "{effects:?}"
+    );
+    assert_eq!(driver.last_command().input, json!({"charge_id": "CH-2"}));
     let effects = succeed(&mut driver);
     assert_eq!(effects[1], send_compensation("charge", "card.refund", 1, 1));
+    assert_eq!(driver.last_command().input, json!({"charge_id": "CH-1"}));
     let effects = succeed(&mut driver);
     assert_eq!(
         effects[1],
         send_compensation("reserve", "stock.release", 1, 1)
     );
     succeed(&mut driver);
-    assert_eq!(driver.saga.outcome(), Some(Outcome::Cancelled));
+    assert_eq!(driver.saga.outcome(), Some(Outcome::Compensated));
+    for earlier in &driver.saga.steps()[1].earlier_revisions {
+        assert_eq!(earlier.compensation.status, CompensationStatus::Compensated);
+    }
+}
+
+// ---- what the operator says of the earlier attempt -------------------------
+
+#[test]
+fn a_new_revision_of_a_possibly_done_step_needs_earlier_and_says_why() {
+    let mut driver = suspended_possibly_charged();
+    let refusal = |driver: &mut Driver, event: Event| match driver.handle(event).disposition {
+        q2c_core::saga::Disposition::Refused { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let reason = refusal(&mut driver, new_card(None));
+    assert!(reason.starts_with("`earlier` is required"), "{reason}");
+    assert!(
+        reason.contains("`undo`") && reason.contains("`not_done`"),
+        "{reason}"
+    );
+    let reason = refusal(&mut driver, skip_with(json!({"charge_id": "CH-9"}), None));
+    assert!(
+        reason.contains("`done`"),
+        "a skip may also say done: {reason}"
+    );
+    let reason = refusal(&mut driver, new_card(Some(Earlier::Done)));
+    assert!(reason.contains("only a skip"), "{reason}");
+    // A retry keeps the key: there is no earlier attempt to speak of.
+    let reason = refusal(
+        &mut driver,
+        Request::Resume {
+            input_patch: None,
+            earlier: Some(Earlier::Undo),
+        }
+        .event(),
+    );
+    assert!(
+        reason.contains("applies only to a new revision"),
+        "{reason}"
+    );
+    assert_eq!(driver.saga.steps()[1].revision, 1, "nothing changed");
+}
+
+#[test]
+fn earlier_where_nothing_is_uncertain_is_refused() {
+    // The charge was declined: nothing went unanswered.
+    let mut driver = suspended_step_failed();
+    for earlier in Earlier::ALL {
+        let decision = driver.handle(new_card(Some(earlier)));
+        assert!(
+            matches!(&decision.disposition,
+                q2c_core::saga::Disposition::Refused { reason } if reason.contains("means nothing here")),
+            "{earlier:?}: {decision:?}"
+        );
+    }
+    driver.apply(new_card(None));
+    assert_eq!(
+        driver.saga.steps()[1].earlier_revisions[0].happened,
+        Happened::NotDone
+    );
+}
+
+#[test]
+fn earlier_undo_refunds_the_first_charge_before_the_new_card_is_charged() {
+    let mut driver = suspended_possibly_charged();
+    let effects = driver.apply(new_card(Some(Earlier::Undo)));
+    assert_eq!(
+        effects,
+        [
+            send_compensation("charge", "card.refund", 1, 1),
+            schedule(
+                timer_id(TimerKind::CompensationTimeout, "charge", 1, 1),
+                after(&driver, 15)
+            ),
+        ]
+    );
+    assert_eq!(driver.saga.status(), Status::Compensating);
+    // The refund fails for good: the new card is not charged, an operator
+    // is needed.
+    fail(&mut driver, false);
+    assert_eq!(
+        state(&driver),
+        suspended_state(
+            "charge",
+            Phase::Compensation,
+            SuspendReason::CompensationFailed
+        )
+    );
+    assert!(
+        !driver
+            .commands
+            .iter()
+            .any(|command| command.idempotency_key == step_key("charge", 2))
+    );
+    let effects = driver.apply(resume(Resume::Retry));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 2));
+    let effects = succeed(&mut driver);
+    assert!(
+        effects.contains(&send_step("charge", "card.charge", 2, 1)),
+        "{effects:?}"
+    );
     let earlier = &driver.saga.steps()[1].earlier_revisions[0];
+    assert_eq!(earlier.declared, Some(Earlier::Undo));
     assert_eq!(earlier.compensation.status, CompensationStatus::Compensated);
+}
+
+#[test]
+fn skipping_with_earlier_done_takes_the_attempt_as_the_result_and_undoes_nothing() {
+    let mut driver = suspended_possibly_charged();
+    let effects = driver.apply(skip_with(
+        json!({"charge_id": "CH-BY-HAND"}),
+        Some(Earlier::Done),
+    ));
+    assert!(
+        effects.contains(&send_step("notify", "crm.notify", 1, 1)),
+        "{effects:?}"
+    );
+    let earlier = &driver.saga.steps()[1].earlier_revisions[0];
+    assert_eq!(earlier.happened, Happened::Done);
+    assert_eq!(earlier.output, Some(json!({"charge_id": "CH-BY-HAND"})));
+    // Its success, arriving late, is no news.
+    let first = driver.commands[1].clone();
+    driver.assert_ignored(ok(&first));
+    succeed(&mut driver);
+    assert_eq!(driver.saga.status(), Status::Completed);
+}
+
+#[test]
+fn skipping_with_earlier_undo_refunds_before_the_next_step() {
+    let mut driver = suspended_possibly_charged();
+    let effects = driver.apply(skip_with(
+        json!({"charge_id": "CH-BY-HAND"}),
+        Some(Earlier::Undo),
+    ));
+    assert!(
+        effects.contains(&send_compensation("charge", "card.refund", 1, 1)),
+        "{effects:?}"
+    );
+    let effects = succeed(&mut driver);
+    assert!(
+        effects.contains(&send_step("notify", "crm.notify", 1, 1)),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn earlier_undo_is_refused_where_there_is_no_compensation() {
+    // The notification timed out on both attempts: it may have been sent.
+    let mut driver = executing_notify();
+    fire(&mut driver, TimerKind::StepTimeout);
+    fire(&mut driver, TimerKind::StepBackoff);
+    fire(&mut driver, TimerKind::StepTimeout);
+    assert_eq!(
+        state(&driver),
+        suspended_state("notify", Phase::Step, SuspendReason::NotificationFailed)
+    );
+    let decision = driver.handle(skip_with(json!({}), Some(Earlier::Undo)));
+    assert!(
+        matches!(&decision.disposition,
+            q2c_core::saga::Disposition::Refused { reason } if reason.contains("cannot undo it")),
+        "{decision:?}"
+    );
+    driver.apply(skip_with(json!({}), Some(Earlier::NotDone)));
+    assert_eq!(driver.saga.status(), Status::Completed);
+}
+
+#[test]
+fn a_skipped_compensation_takes_no_earlier() {
+    let mut driver = suspended_compensation();
+    let decision = driver.handle(skip_with(json!({}), Some(Earlier::Done)));
+    assert!(
+        matches!(&decision.disposition,
+            q2c_core::saga::Disposition::Refused { reason } if reason.contains("means nothing for a compensation")),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn a_deadline_that_passes_during_an_undo_still_counts() {
+    // charge's 2m deadline suspends. The operator resumes with a new card
+    // and asks to undo the first charge; the new run's deadline passes
+    // while that refund is in flight.
+    let driver = executing_charge(deadlines());
+    let mut driver = suspended_at_the_deadline_possibly_charged(driver);
+    let effects = driver.apply(new_card(Some(Earlier::Undo)));
+    assert!(
+        effects.contains(&send_compensation("charge", "card.refund", 1, 1)),
+        "{effects:?}"
+    );
+    let effects = fire(&mut driver, TimerKind::Deadline);
+    assert_eq!(effects, [], "flagged; the refund goes on");
+    assert_eq!(
+        driver.saga.attention().unwrap().deadline,
+        Some(timer_id(TimerKind::Deadline, "charge", 2, 1))
+    );
+    // Once refunded, the workflow halts as the deadline asked instead of
+    // charging the new card.
+    succeed(&mut driver);
+    assert_eq!(
+        state(&driver),
+        suspended_state("charge", Phase::Step, SuspendReason::DeadlineExceeded)
+    );
+    assert!(
+        !driver
+            .commands
+            .iter()
+            .any(|command| command.idempotency_key == step_key("charge", 2))
+    );
 }

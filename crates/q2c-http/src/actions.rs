@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use q2c_core::domain::ids::WorkflowId;
-use q2c_core::saga::{Action, Request, Status};
+use q2c_core::saga::{Action, Earlier, Request, Status};
 use q2c_store::idempotency::Key;
 use q2c_store::operators::{ActionRequest, Answer, Operator, Outcome, Snapshot, names};
 use serde_json::{Map, Value, json};
@@ -172,6 +172,11 @@ pub struct ActionRequestBody {
     input: Option<Value>,
     /// `skip` only: the step's output, checked against the definition.
     output: Option<Value>,
+    /// `resume` with `input`, and `skip`: what became of the halted step's
+    /// attempt that may have taken effect (one went unanswered): `undo`
+    /// (its compensation is sent first), `not_done`, or (`skip` only)
+    /// `done` (it is the step's result). Required exactly then.
+    earlier: Option<String>,
 }
 
 /// A checked request body.
@@ -191,8 +196,8 @@ impl ActionBody {
             return Err("the body must be a JSON object with a `reason`".to_owned());
         };
         let allowed: &[&str] = match action {
-            Action::Resume => &["reason", "input"],
-            Action::Skip => &["reason", "output"],
+            Action::Resume => &["reason", "input", "earlier"],
+            Action::Skip => &["reason", "output", "earlier"],
             _ => &["reason"],
         };
         if let Some(unknown) = members
@@ -205,7 +210,7 @@ impl ActionBody {
                     .iter()
                     .map(|name| format!("`{name}`"))
                     .collect::<Vec<_>>()
-                    .join(" and ")
+                    .join(", ")
             ));
         }
         let reason = match members.get("reason") {
@@ -225,12 +230,24 @@ impl ActionBody {
             Some(value @ Value::Object(_)) => Ok(Some(value.clone())),
             Some(_) => Err(format!("`{name}` must be a JSON object")),
         };
+        let earlier = match members.get("earlier") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(
+                name.parse::<Earlier>()
+                    .map_err(|error| format!("`earlier`: {error}"))?,
+            ),
+            Some(_) => {
+                return Err("`earlier` must be a string: `undo`, `not_done` or `done`".to_owned());
+            }
+        };
         let request = match action {
             Action::Resume => Request::Resume {
                 input_patch: object("input")?,
+                earlier,
             },
             Action::Skip => Request::Skip {
                 output: object("output")?.unwrap_or_else(|| Value::Object(Map::new())),
+                earlier,
             },
             Action::Retry => Request::Retry,
             Action::Cancel => Request::Cancel,

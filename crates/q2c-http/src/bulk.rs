@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use q2c_core::saga::{Action, Request};
+use q2c_core::saga::{Action, Earlier, Request};
 use q2c_store::bulk::{Job, JobView, Moved, Plan, Planned};
 use q2c_store::operators::Operator;
 use serde::Deserialize;
@@ -55,6 +55,10 @@ pub struct PlanBody {
     filter: Value,
     input: Option<Value>,
     output: Option<Value>,
+    /// `resume` with `input`, or `skip`: what became of each workflow's
+    /// earlier attempt where it may have taken effect: `undo`, `not_done`
+    /// or (`skip` only) `done`. The dry run marks the workflows that need it.
+    earlier: Option<String>,
     rate_per_second: Option<f64>,
 }
 
@@ -137,10 +141,25 @@ fn parse(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Plan, String>
     if output.is_some() && action != Action::Skip {
         return Err("`output` goes with `skip` only".to_owned());
     }
+    let earlier = body
+        .earlier
+        .as_deref()
+        .map(|name| {
+            name.parse::<Earlier>()
+                .map_err(|error| format!("`earlier`: {error}"))
+        })
+        .transpose()?;
+    if earlier.is_some() && !matches!(action, Action::Resume | Action::Skip) {
+        return Err("`earlier` goes with `resume` and `skip` only".to_owned());
+    }
     let request = match action {
-        Action::Resume => Request::Resume { input_patch: input },
+        Action::Resume => Request::Resume {
+            input_patch: input,
+            earlier,
+        },
         Action::Skip => Request::Skip {
             output: output.unwrap_or_else(|| Value::Object(Map::new())),
+            earlier,
         },
         Action::Retry => Request::Retry,
         Action::Cancel => Request::Cancel,
@@ -321,6 +340,7 @@ fn render(view: &JobView) -> Value {
     }
     body["total"] = json!(view.items.len());
     body["progress"] = Value::Object(progress);
+    body["needing_earlier"] = json!(view.items.iter().filter(|item| item.needs_earlier).count());
     body["items"] = json!(view.items);
     body
 }

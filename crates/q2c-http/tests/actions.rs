@@ -338,6 +338,37 @@ async fn bad_requests_name_what_is_wrong(pool: PgPool) {
             StatusCode::UNPROCESSABLE_ENTITY,
             "order_id",
         ),
+        (
+            "resume",
+            json!({"reason": "x", "input": {"a": 1}, "earlier": "maybe"}),
+            StatusCode::BAD_REQUEST,
+            "`earlier`: `maybe` is not a statement",
+        ),
+        (
+            "resume",
+            json!({"reason": "x", "earlier": 1}),
+            StatusCode::BAD_REQUEST,
+            "`earlier` must be a string",
+        ),
+        (
+            "cancel",
+            json!({"reason": "x", "earlier": "undo"}),
+            StatusCode::BAD_REQUEST,
+            "`earlier` is not a member",
+        ),
+        (
+            // The order step was declined: nothing is uncertain.
+            "resume",
+            json!({"reason": "x", "input": {"a": 1}, "earlier": "not_done"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`earlier` means nothing here",
+        ),
+        (
+            "resume",
+            json!({"reason": "x", "earlier": "undo"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "applies only to a new revision",
+        ),
     ];
     for (action, body, status, says) in cases {
         let answer = post(&app, id, action, &body, &[]).await;

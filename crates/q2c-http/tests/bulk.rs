@@ -103,6 +103,68 @@ async fn a_dry_run_lists_exactly_the_workflows_and_the_job_runs_once(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "q2c_store::MIGRATOR")]
+async fn a_dry_run_marks_the_workflows_whose_payment_may_have_been_taken(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let app = app(pool);
+    let unanswered = [Say::Unanswered; 5];
+    let uncertain = seed(
+        &store,
+        1,
+        suspending_at_payment(),
+        &[&[Yes, Yes][..], &unanswered].concat(),
+    )
+    .await;
+    let declined = seed(&store, 2, suspending_at_payment(), &[Yes, Yes, No]).await;
+    let view = get(&app, &format!("/api/v1/workflows/{uncertain}"), ADMIN, None).await;
+    assert_eq!(view.body["status"], "suspended", "{}", view.body);
+
+    let mut new_card = resume_suspended_payments();
+    new_card["input"] = json!({"payment_method": "pm_card_visa"});
+    let planned = post_to(&app, "/api/v1/bulk-actions", &new_card, ADMIN).await;
+    assert_eq!(planned.status, StatusCode::CREATED, "{}", planned.body);
+    let marks: Vec<(String, bool)> = planned.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["workflow_id"].as_str().unwrap().to_owned(),
+                item["needs_earlier"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        [(uncertain.to_string(), true), (declined.to_string(), false)]
+    );
+    assert_eq!(planned.body["needing_earlier"], 1);
+
+    // The same job saying what became of the earlier attempt keeps it.
+    new_card["earlier"] = json!("undo");
+    let planned = post_to(&app, "/api/v1/bulk-actions", &new_card, ADMIN).await;
+    assert_eq!(planned.status, StatusCode::CREATED, "{}", planned.body);
+    assert_eq!(
+        planned.body["input"],
+        json!({"input": {"payment_method": "pm_card_visa"}, "earlier": "undo"})
+    );
+    // A plain retry creates no revision: nothing to mark.
+    let planned = post_to(
+        &app,
+        "/api/v1/bulk-actions",
+        &resume_suspended_payments(),
+        ADMIN,
+    )
+    .await;
+    assert!(
+        planned.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["needs_earlier"] == false)
+    );
+}
+
+#[sqlx::test(migrator = "q2c_store::MIGRATOR")]
 async fn bad_bulk_requests_say_what_is_wrong(pool: PgPool) {
     let app = app(pool);
     let with = |change: Value| {
@@ -136,6 +198,14 @@ async fn bad_bulk_requests_say_what_is_wrong(pool: PgPool) {
         (
             with(json!({"action": "pause", "input": {"a": 1}})),
             "`input` goes with `resume` only",
+        ),
+        (
+            with(json!({"action": "pause", "earlier": "undo"})),
+            "`earlier` goes with `resume` and `skip` only",
+        ),
+        (
+            with(json!({"earlier": "perhaps"})),
+            "`earlier`: `perhaps` is not a statement",
         ),
         (with(json!({"rate_per_second": 0})), "rate_per_second"),
         (with(json!({"rate_per_second": 1000})), "at most 100"),

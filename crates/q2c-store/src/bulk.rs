@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use q2c_core::domain::ids::WorkflowId;
-use q2c_core::saga::{Action, Request};
+use q2c_core::saga::{Action, Earlier, Request};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Postgres, QueryBuilder};
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::operators::{ActionRequest, Operator, Outcome, act_in};
 use crate::queries::{Filter, push_filter};
+use crate::workflows::load_row;
 use crate::{Error, Store};
 
 /// The channel a started job is announced on, so a runner in any process
@@ -104,13 +105,20 @@ impl Job {
                 .and_then(|input| input.get(name))
                 .cloned()
         };
+        let earlier = match carried("earlier") {
+            None => None,
+            Some(Value::String(name)) => Some(name.parse::<Earlier>().map_err(corrupt)?),
+            Some(other) => return Err(corrupt(format!("`earlier` is {other}, not a name"))),
+        };
         Ok(match action {
             Action::Resume => Request::Resume {
                 input_patch: carried("input"),
+                earlier,
             },
             Action::Skip => Request::Skip {
                 output: carried("output")
                     .ok_or_else(|| corrupt("a skip without its output".to_owned()))?,
+                earlier,
             },
             Action::Retry => Request::Retry,
             Action::Cancel => Request::Cancel,
@@ -134,6 +142,9 @@ pub struct Item {
     pub result: String,
     /// Why, when it was not applied.
     pub detail: Option<String>,
+    /// At the dry run, its halted step may have taken effect: the job must
+    /// say what became of that attempt (`earlier`).
+    pub needs_earlier: bool,
     /// When it was dealt with.
     pub done_at: Option<DateTime<Utc>>,
 }
@@ -191,13 +202,7 @@ impl Store {
         if i64::try_from(matched.len()).unwrap_or(i64::MAX) > plan.cap {
             return Ok(Planned::TooMany { cap: plan.cap });
         }
-        let input = match &plan.request {
-            Request::Resume {
-                input_patch: Some(patch),
-            } => Some(serde_json::json!({"input": patch})),
-            Request::Skip { output } => Some(serde_json::json!({"output": output})),
-            _ => None,
-        };
+        let input = crate::operators::carried(&plan.request);
         let job: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO bulk_jobs (action, reason, input, filter, actor, role, status, \
              rate_per_second, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7, $8) \
@@ -215,14 +220,29 @@ impl Store {
         .await?;
         let positions: Vec<i32> = (1..=i32::try_from(matched.len()).unwrap_or(i32::MAX)).collect();
         let (ids, versions): (Vec<Uuid>, Vec<i64>) = matched.into_iter().unzip();
+        let new_revision = matches!(
+            plan.request,
+            Request::Resume {
+                input_patch: Some(_),
+                ..
+            } | Request::Skip { .. }
+        );
+        let mut needs_earlier = vec![false; ids.len()];
+        if new_revision {
+            for (id, needs) in ids.iter().zip(&mut needs_earlier) {
+                let loaded = load_row(&mut tx, WorkflowId::new(*id), false).await?;
+                *needs = loaded.is_some_and(|loaded| loaded.saga.needs_earlier());
+            }
+        }
         sqlx::query(
-            "INSERT INTO bulk_job_items (job_id, position, workflow_id, version) \
-             SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::bigint[])",
+            "INSERT INTO bulk_job_items (job_id, position, workflow_id, version, needs_earlier) \
+             SELECT $1, * FROM unnest($2::int[], $3::uuid[], $4::bigint[], $5::boolean[])",
         )
         .bind(job.id)
         .bind(&positions)
         .bind(&ids)
         .bind(&versions)
+        .bind(&needs_earlier)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -241,7 +261,7 @@ impl Store {
             return Ok(None);
         };
         let items = sqlx::query_as(
-            "SELECT position, workflow_id, version, result, detail, done_at \
+            "SELECT position, workflow_id, version, result, detail, done_at, needs_earlier \
              FROM bulk_job_items WHERE job_id = $1 ORDER BY position",
         )
         .bind(id)
@@ -414,7 +434,7 @@ impl Store {
         let item: Item = sqlx::query_as(
             "UPDATE bulk_job_items SET result = $3, detail = $4, done_at = $5 \
              WHERE job_id = $1 AND position = $2 \
-             RETURNING position, workflow_id, version, result, detail, done_at",
+             RETURNING position, workflow_id, version, result, detail, done_at, needs_earlier",
         )
         .bind(job.id)
         .bind(position)

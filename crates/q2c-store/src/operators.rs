@@ -443,15 +443,31 @@ pub(crate) async fn append_audit<S: Serialize + Sync>(
     Ok(())
 }
 
-/// What a request carries besides its reason, for the audit.
-fn carried(request: &Request) -> Option<Value> {
-    match request {
+/// What a request carries besides its reason, as the audit shows it and a
+/// bulk job keeps it: `input`, `output` and `earlier` as the API takes them.
+pub(crate) fn carried(request: &Request) -> Option<Value> {
+    let (mut members, earlier) = match request {
         Request::Resume {
-            input_patch: Some(patch),
-        } => Some(json!({"input": patch})),
-        Request::Skip { output } => Some(json!({"output": output})),
-        _ => None,
+            input_patch,
+            earlier,
+        } => {
+            let members = input_patch
+                .iter()
+                .map(|patch| ("input".to_owned(), patch.clone()))
+                .collect::<serde_json::Map<_, _>>();
+            (members, earlier)
+        }
+        Request::Skip { output, earlier } => {
+            let mut members = serde_json::Map::new();
+            members.insert("output".to_owned(), output.clone());
+            (members, earlier)
+        }
+        _ => return None,
+    };
+    if let Some(earlier) = earlier {
+        members.insert("earlier".to_owned(), json!(earlier.as_str()));
     }
+    (!members.is_empty()).then_some(Value::Object(members))
 }
 
 /// Action names, comma-separated.

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use super::event::{Event, Resume};
+use super::progress::Earlier;
 
 /// An operator's action, by its name in the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +92,9 @@ pub enum Request {
     Resume {
         /// The patch, if the input changes.
         input_patch: Option<Value>,
+        /// What became of the attempt a changed input replaces, where it
+        /// may have taken effect.
+        earlier: Option<Earlier>,
     },
     /// Skip the remaining backoff.
     Retry,
@@ -100,6 +104,9 @@ pub enum Request {
     Skip {
         /// The step's output; later steps receive it.
         output: Value,
+        /// What became of the attempt the skip replaces, where it may have
+        /// taken effect.
+        earlier: Option<Earlier>,
     },
     /// Stop and compensate.
     Cancel,
@@ -128,13 +135,25 @@ impl Request {
     /// The event the saga is handed.
     pub fn event(&self) -> Event {
         match self {
-            Self::Resume { input_patch: None } => Event::ResumeRequested(Resume::Retry),
             Self::Resume {
-                input_patch: Some(patch),
-            } => Event::ResumeRequested(Resume::Patch(patch.clone())),
+                input_patch: None,
+                earlier: None,
+            } => Event::ResumeRequested(Resume::Retry),
+            // An empty patch changes nothing, so the saga can say that
+            // `earlier` means nothing for a plain retry.
+            Self::Resume {
+                input_patch,
+                earlier,
+            } => Event::ResumeRequested(Resume::Patch {
+                patch: input_patch
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Map::new())),
+                earlier: *earlier,
+            }),
             Self::Retry => Event::RetryRequested,
-            Self::Skip { output } => Event::ResumeRequested(Resume::Skip {
+            Self::Skip { output, earlier } => Event::ResumeRequested(Resume::Skip {
                 output: output.clone(),
+                earlier: *earlier,
             }),
             Self::Cancel => Event::CancelRequested,
             Self::Terminate => Event::TerminateRequested,

@@ -5,6 +5,7 @@ use serde_json::Value;
 use crate::domain::ids::IdempotencyKey;
 
 use super::effect::TimerId;
+use super::progress::Earlier;
 
 /// An input to the saga machine. Time is not part of it: the current time is
 /// passed beside every event, so that decisions can be replayed.
@@ -62,10 +63,11 @@ pub enum ReplyResult {
 
 /// How an operator wants a suspended workflow to go on.
 ///
-/// A new revision tells q2c that earlier revisions of the step left nothing
-/// it must undo: the operator has checked (an attempt that timed out may
-/// have taken effect). A skipped step is the operator's from then on and is
-/// never compensated.
+/// A new revision (a changed input, or a skip) replaces the current one,
+/// whose commands may still take effect. Where one of its attempts went
+/// unanswered, the operator says in `earlier` what became of it: undo it
+/// first, it did not happen, or (skipping) it is the step's result. A
+/// skipped step's own revision is the operator's and is never compensated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
     /// Run the halted step or compensation again, with the same idempotency
@@ -73,15 +75,27 @@ pub enum Resume {
     Retry,
     /// Run the halted step again with a new input: a new revision, so a new
     /// idempotency key.
-    RetryWithInput(Value),
+    RetryWithInput {
+        /// The new input, a JSON object.
+        input: Value,
+        /// What became of the revision it replaces.
+        earlier: Option<Earlier>,
+    },
     /// Run the halted step again with its input changed by a JSON merge
     /// patch (RFC 7386): a new revision if the input changes, a plain
     /// retry if it does not.
-    Patch(Value),
+    Patch {
+        /// The patch.
+        patch: Value,
+        /// What became of the revision it replaces.
+        earlier: Option<Earlier>,
+    },
     /// Treat the halted step as done with this output (a new revision), or
     /// the halted compensation as done by hand.
     Skip {
         /// The output later steps will see; checked against the definition.
         output: Value,
+        /// What became of the revision it replaces.
+        earlier: Option<Earlier>,
     },
 }

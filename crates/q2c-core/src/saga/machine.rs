@@ -38,7 +38,7 @@
 //! | waiting_to_retry (step) | deadline with `suspend` | suspended |
 //! | compensating | success | the next compensation, or the end of the money flow |
 //! | compensating | failure or timeout | waiting_to_retry, or suspended when out of attempts |
-//! | suspended | resume: retry / retry with input / skip | executing, compensating or onwards |
+//! | suspended | resume: retry / retry with input / skip | executing, compensating or onwards; a new revision of a possibly done step needs `earlier` (undo: its compensation first) |
 //! | suspended (action step) | cancel | compensating, or the end of the money flow |
 //! | suspended | late success of the halted command | onwards, as if it had come in time |
 //! | waiting_to_retry | retry now | executing / compensating the next attempt |
@@ -89,6 +89,7 @@ use super::action::{Action, merge_patch};
 use super::effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, TimerId, TimerKind};
 use super::event::{Event, Reply, ReplyResult, Resume};
 use super::held::HeldEvent;
+use super::progress::Earlier;
 use super::progress::{
     Attention, CompensationProgress, CompensationStatus, Happened, Outcome as FlowOutcome, Phase,
     Status, StepProgress, StepStatus, SuspendReason,
@@ -429,6 +430,11 @@ impl Machine {
                 );
                 Transition(self.send_compensation_attempt(context, step))
             }
+            (Phase::Compensation, Event::TimerFired(timer))
+                if let Some(waiting) = self.deadline_after_undo(timer) =>
+            {
+                self.deadline_passed(context, waiting, None)
+            }
             (_, Event::TimerFired(timer)) => context.ignore(format!("stale timer {timer}")),
             (Phase::Step, Event::CancelRequested) => {
                 match self.cancel_refusal(step) {
@@ -520,6 +526,9 @@ impl Machine {
                     humantime::format_duration(timeout.unwrap_or_default())
                 ));
                 Transition(self.compensation_attempt_failed(context, step))
+            }
+            Event::TimerFired(timer) if let Some(waiting) = self.deadline_after_undo(timer) => {
+                self.deadline_passed(context, waiting, None)
             }
             Event::TimerFired(timer) => context.ignore(format!("stale timer {timer}")),
             Event::CancelRequested => context.refuse("the workflow is already being undone"),
@@ -667,14 +676,15 @@ impl Machine {
     /// persisted name.
     ///
     /// A workflow that ends while paused (cancelled with nothing to undo)
-    /// is paused no longer: nothing of it can run again, so its frozen
-    /// timers and held events are dropped.
+    /// is paused no longer: its frozen timers are dropped, and the events
+    /// it held are applied after the transition (a held reply is news of
+    /// what a connector did, never dropped).
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Ctx) {
         let detail = format!("{} → {}", self.describe(source), self.describe(target));
         context.history(HistoryKind::StateChanged, None, None, detail);
         if self.paused && status(target).is_terminal() {
             self.paused = false;
-            self.held.clear();
+            context.released.extend(std::mem::take(&mut self.held));
             context.effects.push(Effect::ClearTimers);
         }
     }
@@ -1293,23 +1303,28 @@ impl Machine {
     /// Stops for good without undoing anything: no timer fires again, no
     /// command still waiting to be published leaves, and no notification
     /// step runs.
+    ///
+    /// Events held while paused are applied after it: a held reply is late
+    /// news of what a connector did, and is recorded as such.
     fn terminate(&mut self, context: &mut Ctx, step: usize) -> State {
-        let dropped = self.held.len();
+        let held = std::mem::take(&mut self.held);
         self.paused = false;
-        self.held.clear();
         self.suspend_pending = false;
         context.history(
             HistoryKind::EventReceived,
             Some(self.name(step)),
             None,
-            if dropped == 0 {
+            if held.is_empty() {
                 "terminated: nothing is undone and no one is notified".to_owned()
             } else {
                 format!(
-                    "terminated: nothing is undone and no one is notified; {dropped} held event(s) dropped"
+                    "terminated: nothing is undone and no one is notified; {} held event(s) \
+                     applied after it",
+                    held.len()
                 )
             },
         );
+        context.released.extend(held);
         context.effects.push(Effect::ClearTimers);
         context.effects.push(Effect::WithdrawCommands);
         State::terminated()
@@ -1334,7 +1349,7 @@ impl Machine {
     fn resume_step(&mut self, context: &mut Ctx, step: usize, resume: &Resume) -> Outcome<State> {
         let patched;
         let resume = match resume {
-            Resume::Patch(patch) => {
+            Resume::Patch { patch, earlier } => {
                 let Some(current) = self.steps[step].input.clone() else {
                     return context.refuse(format!(
                         "`{}` has no input to patch (it could not be built); resume without \
@@ -1344,40 +1359,63 @@ impl Machine {
                 };
                 let merged = merge_patch(&current, patch);
                 if merged == current {
+                    if earlier.is_some() {
+                        return context.refuse(
+                            "`earlier` applies only to a new revision; this resume retries the \
+                             same attempt with the same key (its input does not change)",
+                        );
+                    }
                     &Resume::Retry
                 } else {
-                    patched = Resume::RetryWithInput(merged);
+                    patched = Resume::RetryWithInput {
+                        input: merged,
+                        earlier: *earlier,
+                    };
                     &patched
                 }
             }
             other => other,
         };
-        let new_revision = matches!(resume, Resume::RetryWithInput(_) | Resume::Skip { .. });
-        if new_revision && self.paused && !self.held.is_empty() {
-            // A new revision declares the current one dead; a held reply may
-            // say it took effect. The operator must see it first.
-            return context.refuse(format!(
-                "unpause first: {} held event(s) may show that `{}` took effect, and a new \
-                 revision would leave that unnoticed",
-                self.held.len(),
-                self.name(step)
-            ));
-        }
+        let earlier = match resume {
+            Resume::Retry | Resume::Patch { .. } => None,
+            Resume::RetryWithInput { earlier, .. } | Resume::Skip { earlier, .. } => {
+                if self.paused && !self.held.is_empty() {
+                    // A new revision replaces the current one; a held reply
+                    // may say it took effect. The operator must see it first.
+                    return context.refuse(format!(
+                        "unpause first: {} held event(s) may show that `{}` took effect, and \
+                         a new revision would be decided without them",
+                        self.held.len(),
+                        self.name(step)
+                    ));
+                }
+                let skip = matches!(resume, Resume::Skip { .. });
+                if let Err(reason) = self.earlier_statement(step, *earlier, skip) {
+                    return context.refuse(reason);
+                }
+                *earlier
+            }
+        };
+        let said = earlier.map_or(String::new(), |earlier| {
+            format!("; the earlier attempt: {}", earlier.as_str())
+        });
         let detail = match resume {
-            Resume::Retry | Resume::Patch(_) => "resume: retry".to_owned(),
-            Resume::RetryWithInput(input) => {
+            Resume::Retry | Resume::Patch { .. } => "resume: retry".to_owned(),
+            Resume::RetryWithInput { input, .. } => {
                 if !input.is_object() {
                     return context.refuse("the new input must be a JSON object");
                 }
                 let progress = &mut self.steps[step];
                 progress.next_revision(context.now);
                 progress.input = Some(input.clone());
-                format!(
-                    "resume: retry with new input (revision {})",
+                let detail = format!(
+                    "resume: retry with new input (revision {}){said}",
                     progress.revision
-                )
+                );
+                self.declare_earlier(step, earlier, None);
+                detail
             }
-            Resume::Skip { output } => {
+            Resume::Skip { output, .. } => {
                 if let Err(problem) = self.spec(step).output.check(output) {
                     return context.refuse(format!("cannot skip `{}`: {problem}", self.name(step)));
                 }
@@ -1385,7 +1423,8 @@ impl Machine {
                 progress.next_revision(context.now);
                 progress.status = StepStatus::Skipped;
                 progress.output = Some(output.clone());
-                let detail = format!("resume: skip (revision {})", progress.revision);
+                let detail = format!("resume: skip (revision {}){said}", progress.revision);
+                self.declare_earlier(step, earlier, Some(output));
                 self.attention = None;
                 context.history(
                     HistoryKind::EventReceived,
@@ -1404,6 +1443,75 @@ impl Machine {
             detail,
         );
         Transition(self.start_run(context, step))
+    }
+
+    /// Checks what an operator says of the halted step's current revision
+    /// as a new one replaces it: needed exactly when an attempt went
+    /// unanswered (it may have taken effect), `undo` only where q2c can
+    /// undo, `done` only for a skip.
+    fn earlier_statement(
+        &self,
+        step: usize,
+        earlier: Option<Earlier>,
+        skip: bool,
+    ) -> Result<(), String> {
+        let name = self.name(step);
+        let progress = &self.steps[step];
+        // As `Saga::needs_earlier` tells callers beforehand.
+        let uncertain = progress.possibly_done && progress.status != StepStatus::Succeeded;
+        let choices = if skip {
+            "`undo` (its compensation is sent first), `not_done` (you checked: it did not \
+             happen) or `done` (it happened, and is the step's result)"
+        } else {
+            "`undo` (its compensation is sent, and must succeed, before the new input's \
+             command) or `not_done` (you checked: it did not happen)"
+        };
+        match earlier {
+            None if uncertain => Err(format!(
+                "`earlier` is required: an attempt of `{name}` went unanswered, so revision {} \
+                 may have taken effect; say what became of it: {choices}",
+                progress.revision
+            )),
+            None => Ok(()),
+            Some(_) if !uncertain => Err(format!(
+                "`earlier` means nothing here: revision {} of `{name}` is known not to have \
+                 taken effect (no attempt went unanswered); leave it out",
+                progress.revision
+            )),
+            Some(Earlier::Done) if !skip => Err(
+                "`earlier: done` takes the attempt as the step's result, which only a skip \
+                 does; with a new input say `undo` or `not_done`"
+                    .to_owned(),
+            ),
+            Some(Earlier::Undo) if !self.compensable(step) => Err(format!(
+                "`{name}` has no compensation, so q2c cannot undo it: check the system it \
+                 acts on, then say `not_done`{}",
+                if skip { " or `done`" } else { "" }
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Records the operator's statement on the revision just replaced:
+    /// `undo` leaves it possibly done and owed an undo, `not_done` makes it
+    /// not done (a success that still comes is undone), `done` makes it
+    /// done with the skip's output as its own.
+    fn declare_earlier(&mut self, step: usize, earlier: Option<Earlier>, output: Option<&Value>) {
+        let Some(earlier) = earlier else {
+            return;
+        };
+        let Some(replaced) = self.steps[step].earlier_revisions.last_mut() else {
+            return;
+        };
+        replaced.declared = Some(earlier);
+        match earlier {
+            Earlier::Undo => {}
+            Earlier::NotDone => replaced.happened = Happened::NotDone,
+            Earlier::Done => {
+                replaced.happened = Happened::Done;
+                replaced.output = output.cloned();
+            }
+        }
     }
 
     // ---- late replies ------------------------------------------------------
@@ -1500,11 +1608,17 @@ impl Machine {
             Some(&command_type),
             detail.clone(),
         );
+        // A deadline that flagged the workflow before stays handled: its
+        // timer delivered again must not flag it anew.
+        let deadline = self
+            .attention
+            .as_ref()
+            .and_then(|attention| attention.deadline.clone());
         self.attention = Some(Attention {
             step: self.name(step).to_owned(),
             since: context.now,
             reason: detail,
-            deadline: None,
+            deadline,
         });
         let then = match rest {
             Rest::Busy | Rest::Terminated | Rest::Suspended(_, Phase::Compensation, _) => {
@@ -1576,16 +1690,25 @@ impl Machine {
                 ))
             }
             (ReplyResult::Failed { retryable, reason }, _) => {
+                let declared_done = earlier.declared == Some(Earlier::Done);
                 let settles = !retryable
                     && reply.attempt == earlier.attempts
-                    && earlier.happened == Happened::PossiblyDone;
+                    && (earlier.happened == Happened::PossiblyDone
+                        || (declared_done && earlier.happened == Happened::Done));
                 if !settles {
                     return None;
                 }
                 self.steps[step].earlier_mut(revision)?.happened = Happened::NotDone;
-                Some(format!(
-                    "revision {revision}, replaced by an operator, did not take effect: {reason}"
-                ))
+                Some(if declared_done {
+                    format!(
+                        "revision {revision} did not take effect ({reason}), though an operator \
+                         declared it done and the workflow went on with their output: check"
+                    )
+                } else {
+                    format!(
+                        "revision {revision}, replaced by an operator, did not take effect: {reason}"
+                    )
+                })
             }
             (ReplyResult::Succeeded { .. }, None) => None,
         }
@@ -1685,7 +1808,8 @@ impl Machine {
     }
 
     /// An undo the workflow owes outside its reverse walk: of a replaced
-    /// revision known done, or, once the money flow has ended without
+    /// revision known done (unless an operator took it as the step's
+    /// result) or that an operator asked to undo, or, once the money flow has ended without
     /// completing, of a step whose success came after it was given up.
     /// The latest step first, its newest revision first.
     fn owed_undo(&self) -> Option<(usize, u32)> {
@@ -1706,11 +1830,28 @@ impl Machine {
                     .iter()
                     .rev()
                     .find(|earlier| {
-                        earlier.happened == Happened::Done
-                            && earlier.compensation.status == CompensationStatus::NotStarted
+                        let owed = match earlier.declared {
+                            Some(Earlier::Done) => false,
+                            Some(Earlier::Undo) => earlier.happened.may_have_happened(),
+                            Some(Earlier::NotDone) | None => earlier.happened == Happened::Done,
+                        };
+                        owed && earlier.compensation.status == CompensationStatus::NotStarted
                     })
                     .map(|earlier| (step, earlier.revision))
             })
+    }
+
+    /// The step whose attempt waits for the undo under way, if `timer` is
+    /// that step's deadline: it still counts (flagging the workflow, or
+    /// halting it once the undo is done).
+    fn deadline_after_undo(&self, timer: &TimerId) -> Option<usize> {
+        match &self.undoing {
+            Some(Undo {
+                then: Then::SendStep(step),
+                ..
+            }) if self.deadline_timer(*step).as_ref() == Some(timer) => Some(*step),
+            _ => None,
+        }
     }
 
     /// Starts the undo owed, if there is one, to be followed by `then`.
@@ -1725,6 +1866,9 @@ impl Machine {
     fn after_undo(&mut self, context: &mut Ctx) -> State {
         match self.undoing.take().map(|undo| undo.then) {
             None | Some(Then::Compensate) => self.compensate(context),
+            Some(Then::SendStep(step)) if self.suspend_pending => {
+                self.halt(context, step, SuspendReason::DeadlineExceeded)
+            }
             Some(Then::SendStep(step)) => self.send_step_attempt(context, step),
             Some(Then::Suspend(step, reason)) => self.halt(context, step, reason),
             Some(Then::Finish) => self.finish(context),
@@ -1924,8 +2068,13 @@ impl Machine {
                 );
                 Transition(self.start_compensation_run(context, step))
             }
-            Resume::RetryWithInput(_) | Resume::Patch(_) => context.refuse(
+            Resume::RetryWithInput { .. } | Resume::Patch { .. } => context.refuse(
                 "a compensation's input cannot be changed: retry it, or skip it once undone by hand",
+            ),
+            Resume::Skip {
+                earlier: Some(_), ..
+            } => context.refuse(
+                "`earlier` means nothing for a compensation: skipping it declares it undone by hand",
             ),
             Resume::Skip { .. } => {
                 self.undo_progress_mut(step).status = CompensationStatus::Skipped;

@@ -23,8 +23,8 @@ pub use effect::{Command, CommandRole, Effect, HistoryEntry, HistoryKind, TimerI
 pub use event::{Event, Reply, ReplyResult, Resume};
 pub use held::{HeldEvent, HeldFailure};
 pub use progress::{
-    Attention, CompensationProgress, CompensationStatus, EarlierRevision, Happened, Outcome, Phase,
-    Status, StepProgress, StepStatus, SuspendReason,
+    Attention, CompensationProgress, CompensationStatus, Earlier, EarlierRevision, Happened,
+    Outcome, Phase, Status, StepProgress, StepStatus, SuspendReason,
 };
 pub use record::{
     DefinitionRecord, Error as RecordError, RECORD_VERSION, SagaRecord, StateRecord, ThenRecord,
@@ -222,6 +222,20 @@ impl Saga {
             .undoing
             .as_ref()
             .is_some_and(|undo| undo.then == machine::Then::Finish)
+    }
+
+    /// Whether a new revision of the step the workflow is at (a resume
+    /// with a changed input, or a skip) needs the operator to say what
+    /// became of its current attempt: one went unanswered, so it may have
+    /// taken effect.
+    pub fn needs_earlier(&self) -> bool {
+        let inner = self.machine.inner();
+        match machine::current_step(self.machine.state()) {
+            Some((step, Phase::Step)) => inner.steps.get(step).is_some_and(|progress| {
+                progress.possibly_done && progress.status != StepStatus::Succeeded
+            }),
+            _ => false,
+        }
     }
 
     /// Set when a deadline or a late reply flagged the workflow for an

@@ -180,6 +180,53 @@ pub struct EarlierRevision {
     /// How undoing it is going (since record version 3).
     #[serde(default)]
     pub compensation: CompensationProgress,
+    /// What the operator who replaced it said became of it, where it may
+    /// have taken effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Earlier>,
+}
+
+/// What an operator says became of a halted step's attempt that may have
+/// taken effect (one went unanswered), when replacing it with a new
+/// revision: only they can know, from the system it acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Earlier {
+    /// Undo it, with its own key, before anything else is sent.
+    #[serde(rename = "undo")]
+    Undo,
+    /// It did not take effect. A success that still comes is undone.
+    #[serde(rename = "not_done")]
+    NotDone,
+    /// It took effect, and is the step's result (a skip only).
+    #[serde(rename = "done")]
+    Done,
+}
+
+impl Earlier {
+    /// Every statement, in the order the API lists them.
+    pub const ALL: [Self; 3] = [Self::Undo, Self::NotDone, Self::Done];
+
+    /// The stable name, as the API takes it and records store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Undo => "undo",
+            Self::NotDone => "not_done",
+            Self::Done => "done",
+        }
+    }
+}
+
+impl std::str::FromStr for Earlier {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|earlier| earlier.as_str() == name)
+            .ok_or_else(|| {
+                format!("`{name}` is not a statement about the earlier attempt; say `undo`, `not_done` or `done`")
+            })
+    }
 }
 
 /// What is known of whether a revision's command took effect.
@@ -260,6 +307,7 @@ impl StepProgress {
             happened,
             output: None,
             compensation: std::mem::take(&mut self.compensation),
+            declared: None,
         });
         self.revision += 1;
         self.attempts = 0;
@@ -353,7 +401,8 @@ pub struct Attention {
     /// Why, for people.
     pub reason: String,
     /// The deadline timer that raised the flag, so a second delivery of it
-    /// changes nothing; none when a late reply raised it.
+    /// changes nothing (kept when a late reply flags the workflow again);
+    /// none when only a late reply did.
     pub deadline: Option<TimerId>,
 }
 

@@ -16,7 +16,8 @@
 //!   while paused, and each step's `earlier_revisions`. A version 1 record
 //!   reads as not paused, holding nothing, with no earlier revisions.
 //! - 3: what each earlier revision is known to have done (`happened`), its
-//!   late `output` and its own `compensation`; each step's `done_late`; the
+//!   late `output`, its own `compensation` and what the operator who
+//!   replaced it `declared` of it; each step's `done_late`; the
 //!   `undoing` of a compensation outside the plain reverse walk; a
 //!   deadline-less `attention`. A version 2 earlier revision reads as
 //!   possibly done if it sent anything, not done otherwise, and not undone.

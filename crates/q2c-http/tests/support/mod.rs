@@ -15,7 +15,7 @@ use q2c_contract::Envelope;
 use q2c_core::definition::Definition;
 use q2c_core::domain::ids::{IdempotencyKey, WorkflowId};
 use q2c_core::domain::quote::{Quote, fixtures};
-use q2c_core::saga::{Event, Reply, ReplyResult};
+use q2c_core::saga::{Event, Reply, ReplyResult, TimerId, TimerKind};
 use q2c_http::auth::{self, Role};
 use q2c_http::{AppState, Tokens};
 use q2c_store::{Store, Trigger};
@@ -103,6 +103,9 @@ pub enum Say {
     Ok,
     Retryable,
     Declined,
+    /// No answer: the attempt's timeout fires (then its backoff, if one
+    /// was scheduled), so the step may have taken effect.
+    Unanswered,
 }
 
 /// Starts workflow `n` and answers its commands as `script` says, through
@@ -144,6 +147,10 @@ pub async fn answer(store: &Store, id: Uuid, say: Say, message_id: &str, at: Dat
     .await
     .unwrap_or_else(|error| panic!("workflow {id}, {message_id}: no command: {error}"));
     let command = body.0;
+    if let Say::Unanswered = say {
+        time_out(store, id, &command, at).await;
+        return;
+    }
     let number = id.as_u128();
     let result = match say {
         Say::Ok => ReplyResult::Succeeded {
@@ -162,6 +169,7 @@ pub async fn answer(store: &Store, id: Uuid, say: Say, message_id: &str, at: Dat
             retryable: false,
             reason: "declined".into(),
         },
+        Say::Unanswered => unreachable!("handled above"),
     };
     let kind = if matches!(say, Say::Ok) {
         "succeeded"
@@ -185,6 +193,34 @@ pub async fn answer(store: &Store, id: Uuid, say: Say, message_id: &str, at: Dat
         )
         .await
         .unwrap();
+}
+
+/// Fires the timeout of `command`'s attempt, then the backoff it led to,
+/// as the timer loop would.
+async fn time_out(store: &Store, id: Uuid, command: &Envelope, at: DateTime<Utc>) {
+    let revision: u32 = command
+        .idempotency_key
+        .rsplit(":r")
+        .next()
+        .and_then(|revision| revision.parse().ok())
+        .unwrap();
+    for kind in [TimerKind::StepTimeout, TimerKind::StepBackoff] {
+        let timer = TimerId {
+            kind,
+            step: command.step.clone(),
+            revision,
+            attempt: command.attempt,
+        };
+        store
+            .apply(
+                WorkflowId::new(id),
+                &Event::TimerFired(timer.clone()),
+                &Trigger::Timer(timer),
+                at,
+            )
+            .await
+            .unwrap();
+    }
 }
 
 pub struct Answer {
