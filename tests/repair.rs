@@ -31,6 +31,23 @@ fn workflow_id(answer: &Value) -> String {
     answer["workflow_id"].as_str().unwrap().to_owned()
 }
 
+/// Starts quote 1 of Initech, paying with `payment_method`, and waits for
+/// it to suspend at the payment step; returns its id and that view.
+async fn suspend_at_payment(api: &Api, payment_method: &str) -> (String, Value) {
+    let started = api
+        .post_event(&accepted_event(1, "Initech", payment_method))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = workflow_id(&started.body);
+    let halted = api
+        .workflow_until(&id, "the payment step to suspend", DEADLINE, |view| {
+            view["status"] == "suspended"
+        })
+        .await;
+    assert_eq!(halted["step"], "collect_payment");
+    (id, halted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_payment_suspends_and_an_operator_resumes_it_with_a_new_card() {
     let world = World::new().await;
@@ -45,17 +62,7 @@ async fn a_declined_payment_suspends_and_an_operator_resumes_it_with_a_new_card(
     let serve = world.serve(&[("Q2C_API_TOKENS", &tokens)]).await;
     let api = Api::new(&serve.http);
 
-    let started = api
-        .post_event(&accepted_event(1, "Initech", "pm_card_chargeDeclined"))
-        .await;
-    assert_eq!(started.status, 202, "{}", started.body);
-    let id = workflow_id(&started.body);
-    let halted = api
-        .workflow_until(&id, "the payment step to suspend", DEADLINE, |view| {
-            view["status"] == "suspended"
-        })
-        .await;
-    assert_eq!(halted["step"], "collect_payment");
+    let (id, halted) = suspend_at_payment(&api, "pm_card_chargeDeclined").await;
     assert_eq!(
         halted["steps"][2]["last_error"],
         "card declined: generic_decline"
@@ -471,17 +478,7 @@ async fn resume_with_a_new_card_while_the_first_charge_is_held(
     let serve = world.serve(&[("Q2C_API_TOKENS", &tokens)]).await;
     let api = Api::new(&serve.http);
 
-    let started = api
-        .post_event(&accepted_event(1, "Initech", "pm_card_visa"))
-        .await;
-    assert_eq!(started.status, 202, "{}", started.body);
-    let id = workflow_id(&started.body);
-    let halted = api
-        .workflow_until(&id, "the payment step to suspend", DEADLINE, |view| {
-            view["status"] == "suspended"
-        })
-        .await;
-    assert_eq!(halted["step"], "collect_payment");
+    let (id, _) = suspend_at_payment(&api, "pm_card_visa").await;
     assert_eq!(
         connector.ledger().effects_of("payment.collect"),
         1,
