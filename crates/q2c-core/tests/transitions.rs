@@ -2672,7 +2672,11 @@ fn compensating_a_late_success_of_the_failed_step_is_undone_next() {
     driver.assert_late(ok(&charge));
     let effects = succeed(&mut driver);
     assert_eq!(effects[1], send_compensation("charge", "card.refund", 1, 1));
-    assert_eq!(driver.last_command().input, json!({"charge_id": null}));
+    assert_eq!(
+        driver.last_command().input,
+        json!({"charge_id": "CH-1"}),
+        "the refund names the charge the late success reported"
+    );
     succeed(&mut driver);
     assert_eq!(driver.saga.outcome(), Some(Outcome::Compensated));
 }
@@ -3122,5 +3126,52 @@ fn a_deadline_that_passes_during_an_undo_still_counts() {
             .commands
             .iter()
             .any(|command| command.idempotency_key == step_key("charge", 2))
+    );
+}
+
+#[test]
+fn a_success_of_the_halted_step_during_an_undo_moves_it_on_and_cannot_be_declared_not_done() {
+    // Revision 1 of charge was replaced (not done, said the operator);
+    // revision 2 is declined and halts the step.
+    let mut driver = charging_again_with_a_new_card();
+    fail(&mut driver, false);
+    let first = driver.commands[1].clone();
+    let second = driver.last_of("card.charge");
+    assert_eq!(second.idempotency_key, step_key("charge", 2));
+    // Revision 1's late success: its refund leaves at once.
+    let effects = driver.assert_late(ok(&first));
+    assert_eq!(effects[0], send_compensation("charge", "card.refund", 1, 1));
+    // Meanwhile revision 2 turns out to have succeeded after all.
+    driver.assert_late(success(&second, json!({"charge_id": "CH-2"})));
+    let effects = succeed(&mut driver);
+    assert!(
+        effects.contains(&send_step("notify", "crm.notify", 1, 1)),
+        "the refund done, the success moves the workflow on: {effects:?}"
+    );
+    assert_eq!(driver.saga.steps()[1].status, StepStatus::Succeeded);
+    assert_eq!(
+        driver.saga.steps()[1].output,
+        Some(json!({"charge_id": "CH-2"}))
+    );
+}
+
+#[test]
+fn a_late_compensation_success_in_a_live_workflow_is_recorded() {
+    // The release is declared done by hand; then the connector's own
+    // release succeeds: the operator is told it may be undone twice.
+    let mut driver = suspended_compensation();
+    let release = driver.last_of("stock.release");
+    driver.apply(skip(json!({})));
+    let effects = driver.assert_late(ok(&release));
+    assert_eq!(effects, []);
+    assert!(
+        driver
+            .saga
+            .attention()
+            .unwrap()
+            .reason
+            .contains("undone twice"),
+        "{:?}",
+        driver.saga.attention()
     );
 }

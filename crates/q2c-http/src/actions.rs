@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use q2c_core::domain::ids::WorkflowId;
-use q2c_core::saga::{Action, Earlier, Request, Status};
+use q2c_core::saga::{Action, Earlier, Request};
 use q2c_store::idempotency::Key;
 use q2c_store::operators::{ActionRequest, Answer, Operator, Outcome, Snapshot, names};
 use serde_json::{Map, Value, json};
@@ -130,10 +130,11 @@ pub async fn act(
                 "result" => outcome.result_name(),
             )
             .increment(1);
-            if let Outcome::Applied { after, .. } = outcome.as_ref()
-                && Status::ALL
-                    .iter()
-                    .any(|status| status.is_terminal() && status.as_str() == after.status)
+            if let Outcome::Applied {
+                after,
+                finished: true,
+                ..
+            } = outcome.as_ref()
             {
                 metrics::counter!("q2c_workflows_finished_total", "outcome" => after.status.clone())
                     .increment(1);

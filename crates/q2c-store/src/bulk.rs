@@ -107,7 +107,10 @@ impl Job {
         };
         let earlier = match carried("earlier") {
             None => None,
-            Some(Value::String(name)) => Some(name.parse::<Earlier>().map_err(corrupt)?),
+            Some(Value::String(name)) => Some(
+                name.parse::<Earlier>()
+                    .map_err(|error| corrupt(error.to_string()))?,
+            ),
             Some(other) => return Err(corrupt(format!("`earlier` is {other}, not a name"))),
         };
         Ok(match action {

@@ -95,6 +95,8 @@ pub enum Outcome {
         before: Snapshot,
         /// As it left it.
         after: Snapshot,
+        /// The action ended the workflow, for the first time.
+        finished: bool,
     },
     /// The action is not one the workflow takes where it stands.
     NotAllowed {
@@ -293,9 +295,10 @@ pub(crate) async fn act_in(
     } else {
         let event = action.request.event();
         match transition(tx, out, action.workflow_id, &mut loaded, &event, now).await? {
-            Applied::Applied { .. } => Outcome::Applied {
+            Applied::Applied { finished, .. } => Outcome::Applied {
                 before: before.clone(),
                 after: Snapshot::of(&loaded),
+                finished,
             },
             Applied::Refused { reason } | Applied::Ignored { reason } => Outcome::Invalid {
                 current: before.clone(),

@@ -80,7 +80,7 @@ async fn started(pool: &PgPool) -> Store {
 async fn an_action_is_applied_with_its_audit_row_and_history_line(pool: PgPool) {
     let store = started(&pool).await;
     let applied = outcome(act(&store, &request(1, Request::Pause, Some(1)), None).await);
-    let Outcome::Applied { before, after } = applied else {
+    let Outcome::Applied { before, after, .. } = applied else {
         panic!("{applied:?}")
     };
     assert_eq!((before.version, before.paused), (1, false));

@@ -140,8 +140,11 @@ pub(super) enum Then {
     SendStep(usize),
     /// Back to this step, halted for an operator.
     Suspend(usize, SuspendReason),
-    /// Back to the end the workflow had reached.
+    /// Back to the end the workflow had reached (it had ended, and a late
+    /// success reopened it).
     Finish,
+    /// On to the end the workflow was reaching when the undo was owed.
+    End,
 }
 
 /// What a reply's idempotency key names in this workflow.
@@ -1310,6 +1313,7 @@ impl Machine {
         let held = std::mem::take(&mut self.held);
         self.paused = false;
         self.suspend_pending = false;
+        self.undoing = None;
         context.history(
             HistoryKind::EventReceived,
             Some(self.name(step)),
@@ -1459,6 +1463,14 @@ impl Machine {
         let progress = &self.steps[step];
         // As `Saga::needs_earlier` tells callers beforehand.
         let uncertain = progress.possibly_done && progress.status != StepStatus::Succeeded;
+        if progress.done_late && earlier == Some(Earlier::NotDone) {
+            return Err(format!(
+                "`earlier: not_done` contradicts what q2c knows: a success of revision {} of \
+                 `{name}` came; say `undo`{}",
+                progress.revision,
+                if skip { " or `done`" } else { "" }
+            ));
+        }
         let choices = if skip {
             "`undo` (its compensation is sent first), `not_done` (you checked: it did not \
              happen) or `done` (it happened, and is the step's result)"
@@ -1545,12 +1557,19 @@ impl Machine {
     /// step command's reply of a replaced revision, or of a current revision
     /// the workflow is not waiting on.
     fn is_late(&self, reply: &Reply, step: usize, phase: Phase) -> bool {
-        self.addressee(&reply.key).is_some_and(|addressee| {
-            addressee.phase == Phase::Step
-                && (addressee.revision != self.steps[addressee.step].revision
-                    || addressee.step != step
-                    || phase != Phase::Step)
-        })
+        self.addressee(&reply.key)
+            .is_some_and(|addressee| match addressee.phase {
+                Phase::Step => {
+                    addressee.revision != self.steps[addressee.step].revision
+                        || addressee.step != step
+                        || phase != Phase::Step
+                }
+                Phase::Compensation => {
+                    phase != Phase::Compensation
+                        || addressee.step != step
+                        || addressee.revision != self.undo_revision(step)
+                }
+            })
     }
 
     /// Applies a reply that came for a replaced revision, for a command the
@@ -1645,9 +1664,21 @@ impl Machine {
             return None;
         }
         let fate = self.fate(step, &progress.compensation);
+        let usable = match &reply.result {
+            ReplyResult::Succeeded { output } => self
+                .spec(step)
+                .output
+                .check(output)
+                .is_ok()
+                .then(|| output.clone()),
+            ReplyResult::Failed { .. } => None,
+        };
         let progress = &mut self.steps[step];
         progress.done_late = true;
         progress.possibly_done = true;
+        if usable.is_some() {
+            progress.output = usable;
+        }
         Some(format!(
             "succeeded after the step was given up ({}); {fate}",
             step_status_name(progress.status)
@@ -1866,13 +1897,42 @@ impl Machine {
     fn after_undo(&mut self, context: &mut Ctx) -> State {
         match self.undoing.take().map(|undo| undo.then) {
             None | Some(Then::Compensate) => self.compensate(context),
+            Some(Then::SendStep(step) | Then::Suspend(step, _))
+                if self.succeeded_meanwhile(step) =>
+            {
+                self.take_late_success(context, step)
+            }
             Some(Then::SendStep(step)) if self.suspend_pending => {
                 self.halt(context, step, SuspendReason::DeadlineExceeded)
             }
             Some(Then::SendStep(step)) => self.send_step_attempt(context, step),
             Some(Then::Suspend(step, reason)) => self.halt(context, step, reason),
-            Some(Then::Finish) => self.finish(context),
+            Some(Then::Finish | Then::End) => self.finish(context),
         }
+    }
+
+    /// Whether the step the workflow returns to after an undo got a usable
+    /// success for its current revision while the undo ran.
+    fn succeeded_meanwhile(&self, step: usize) -> bool {
+        let progress = &self.steps[step];
+        progress.done_late && progress.output.is_some() && progress.status != StepStatus::Succeeded
+    }
+
+    /// Takes that success as if it had come in time: the step succeeded.
+    fn take_late_success(&mut self, context: &mut Ctx, step: usize) -> State {
+        self.end_run(context, step);
+        let progress = &mut self.steps[step];
+        progress.status = StepStatus::Succeeded;
+        progress.possibly_done = false;
+        progress.done_late = false;
+        progress.last_error = None;
+        context.history(
+            HistoryKind::ReplyReceived,
+            Some(self.name(step)),
+            Some(&self.spec(step).command.command_type),
+            "the success that came during the undo moves the step on".to_owned(),
+        );
+        self.after_step(context, step)
     }
 
     /// Undoes the next completed revision in reverse order, or ends the
@@ -2115,7 +2175,7 @@ impl Machine {
     /// The terminal state named after the outcome, once any undo owed is
     /// done.
     fn finish(&mut self, context: &mut Ctx) -> State {
-        if let Some(state) = self.undo_owed_first(context, Then::Finish) {
+        if let Some(state) = self.undo_owed_first(context, Then::End) {
             return state;
         }
         match self.outcome {

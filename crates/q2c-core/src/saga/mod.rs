@@ -24,7 +24,7 @@ pub use event::{Event, Reply, ReplyResult, Resume};
 pub use held::{HeldEvent, HeldFailure};
 pub use progress::{
     Attention, CompensationProgress, CompensationStatus, Earlier, EarlierRevision, Happened,
-    Outcome, Phase, Status, StepProgress, StepStatus, SuspendReason,
+    Outcome, Phase, Status, StepProgress, StepStatus, SuspendReason, UnknownEarlier,
 };
 pub use record::{
     DefinitionRecord, Error as RecordError, RECORD_VERSION, SagaRecord, StateRecord, ThenRecord,
@@ -230,8 +230,9 @@ impl Saga {
     /// taken effect.
     pub fn needs_earlier(&self) -> bool {
         let inner = self.machine.inner();
+        let halted = self.status() == Status::Suspended;
         match machine::current_step(self.machine.state()) {
-            Some((step, Phase::Step)) => inner.steps.get(step).is_some_and(|progress| {
+            Some((step, Phase::Step)) if halted => inner.steps.get(step).is_some_and(|progress| {
                 progress.possibly_done && progress.status != StepStatus::Succeeded
             }),
             _ => false,

@@ -216,16 +216,19 @@ impl Earlier {
     }
 }
 
+/// A name that is not a statement about the earlier attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a statement about the earlier attempt; say `undo`, `not_done` or `done`")]
+pub struct UnknownEarlier(pub String);
+
 impl std::str::FromStr for Earlier {
-    type Err = String;
+    type Err = UnknownEarlier;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|earlier| earlier.as_str() == name)
-            .ok_or_else(|| {
-                format!("`{name}` is not a statement about the earlier attempt; say `undo`, `not_done` or `done`")
-            })
+            .ok_or_else(|| UnknownEarlier(name.to_owned()))
     }
 }
 
@@ -291,7 +294,7 @@ impl StepProgress {
     /// success came (done), an attempt went unanswered (possibly done), or
     /// neither (not done).
     pub(crate) fn next_revision(&mut self, now: DateTime<Utc>) {
-        let happened = if self.status == StepStatus::Succeeded {
+        let happened = if self.status == StepStatus::Succeeded || self.done_late {
             Happened::Done
         } else if self.possibly_done {
             Happened::PossiblyDone
@@ -305,7 +308,7 @@ impl StepProgress {
             last_error: self.last_error.clone(),
             replaced_at: now,
             happened,
-            output: None,
+            output: self.done_late.then(|| self.output.take()).flatten(),
             compensation: std::mem::take(&mut self.compensation),
             declared: None,
         });

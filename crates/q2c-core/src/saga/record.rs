@@ -108,6 +108,9 @@ pub enum ThenRecord {
     /// Back to the end the workflow had reached.
     #[serde(rename = "finish")]
     Finish,
+    /// On to the end the workflow was reaching.
+    #[serde(rename = "end")]
+    End,
 }
 
 /// The definition a record runs.
@@ -352,6 +355,7 @@ fn undo_to_record(undo: &Undo, definition: &Definition) -> UndoingRecord {
                 reason,
             },
             Then::Finish => ThenRecord::Finish,
+            Then::End => ThenRecord::End,
         },
     }
 }
@@ -369,6 +373,7 @@ fn undo_from_record(record: &UndoingRecord, definition: &Definition) -> Result<U
             ThenRecord::SendStep { step } => Then::SendStep(index(step)?),
             ThenRecord::Suspend { step, reason } => Then::Suspend(index(step)?, *reason),
             ThenRecord::Finish => Then::Finish,
+            ThenRecord::End => Then::End,
         },
     })
 }
